@@ -1,0 +1,498 @@
+//! Configuration: built-in defaults < optional `lyceum.toml` < `LYCEUM_*` environment variables.
+//!
+//! Every key is flat, so the file key `access_token_ttl` and the variable
+//! `LYCEUM_ACCESS_TOKEN_TTL` are the same setting; the README has the table. Start-up stops on
+//! an invalid value with a message naming the key, rather than running on a guess.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Every key Lyceum reads. Environment variables outside this list (such as the test suite's
+/// `LYCEUM_TEST_DATABASE_URL`) are ignored instead of being rejected as unknown keys.
+pub const KEYS: &[&str] = &[
+    "bind",
+    "data_dir",
+    "database_url",
+    "db_max_connections",
+    "upload_dir",
+    "jwt_secret",
+    "jwt_issuer",
+    "jwt_audience",
+    "access_token_ttl",
+    "refresh_token_ttl",
+    "cors_origins",
+    "redis_url",
+    "log_format",
+    "max_json_body",
+    "shutdown_grace",
+    "login_max_failures_per_email",
+    "login_max_failures_per_ip",
+    "login_failure_window",
+    "trust_forwarded_for",
+    "argon2_memory_kib",
+    "argon2_iterations",
+    "chat_max_message_chars",
+    "upload_max_documents",
+    "upload_max_images",
+    "upload_max_videos",
+    "upload_max_misc",
+    "upload_user_quota",
+    "stun_urls",
+    "turn_urls",
+    "turn_secret",
+    "turn_credential_ttl",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP and Socket.IO listener binds.
+    pub bind: SocketAddr,
+    /// Where the embedded database and the generated JWT secret live.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; defaults to `sqlite://<data_dir>/lyceum.db`.
+    pub database_url: Option<Secret>,
+    pub db_max_connections: u32,
+    pub upload_dir: PathBuf,
+    /// HS256 key for access tokens; generated and kept in `<data_dir>/jwt_secret` when unset.
+    pub jwt_secret: Option<Secret>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    #[serde(with = "duration")]
+    pub access_token_ttl: Duration,
+    #[serde(with = "duration")]
+    pub refresh_token_ttl: Duration,
+    /// Allowed browser origins; empty means same-origin only, `*` allows any.
+    #[serde(deserialize_with = "list")]
+    pub cors_origins: Vec<String>,
+    pub redis_url: Option<Secret>,
+    pub log_format: LogFormat,
+    #[serde(with = "size")]
+    pub max_json_body: u64,
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    pub login_max_failures_per_email: u32,
+    pub login_max_failures_per_ip: u32,
+    #[serde(with = "duration")]
+    pub login_failure_window: Duration,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub chat_max_message_chars: usize,
+    #[serde(with = "size")]
+    pub upload_max_documents: u64,
+    #[serde(with = "size")]
+    pub upload_max_images: u64,
+    #[serde(with = "size")]
+    pub upload_max_videos: u64,
+    #[serde(with = "size")]
+    pub upload_max_misc: u64,
+    #[serde(with = "size")]
+    pub upload_user_quota: u64,
+    /// STUN servers handed to WebRTC clients.
+    #[serde(deserialize_with = "list")]
+    pub stun_urls: Vec<String>,
+    /// TURN servers handed to WebRTC clients.
+    #[serde(deserialize_with = "list")]
+    pub turn_urls: Vec<String>,
+    /// Shared secret of the TURN server's `use-auth-secret` mode.
+    pub turn_secret: Option<Secret>,
+    #[serde(with = "duration")]
+    pub turn_credential_ttl: Duration,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            db_max_connections: 16,
+            upload_dir: PathBuf::from("uploads"),
+            jwt_secret: None,
+            jwt_issuer: "lyceum".into(),
+            jwt_audience: "lyceum-api".into(),
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            cors_origins: Vec::new(),
+            redis_url: None,
+            log_format: LogFormat::Text,
+            max_json_body: MIB,
+            shutdown_grace: Duration::from_secs(30),
+            login_max_failures_per_email: 5,
+            login_max_failures_per_ip: 30,
+            login_failure_window: Duration::from_secs(15 * 60),
+            trust_forwarded_for: false,
+            // OWASP's argon2id baseline (19 MiB, t=2, p=1).
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            chat_max_message_chars: 4000,
+            upload_max_documents: 50 * MIB,
+            upload_max_images: 20 * MIB,
+            upload_max_videos: 2 * 1024 * MIB,
+            upload_max_misc: 50 * MIB,
+            upload_user_quota: 5 * 1024 * MIB,
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_credential_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("configuration key `{key}` (env LYCEUM_{env}): {message}")]
+    Key {
+        key: &'static str,
+        env: String,
+        message: String,
+    },
+    #[error("configuration: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ConfigError {
+    fn key(key: &'static str, message: impl Into<String>) -> Self {
+        ConfigError::Key {
+            key,
+            env: key.to_ascii_uppercase(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads defaults, then `file` (when it exists, or always when `required`), then the
+    /// process environment, and validates the result.
+    pub fn load(file: &Path, required: bool) -> Result<Config, ConfigError> {
+        if required && !file.exists() {
+            return Err(ConfigError::Invalid(format!(
+                "config file {} does not exist",
+                file.display()
+            )));
+        }
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(Env::prefixed("LYCEUM_").filter(|k| KEYS.iter().any(|key| k == *key)));
+        let config: Config = figment.extract().map_err(describe_figment_error)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.database_url {
+            let url = url.expose();
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::key(
+                    "database_url",
+                    "must start with sqlite:, postgres:// or postgresql://",
+                ));
+            }
+        }
+        if let Some(url) = &self.redis_url {
+            let url = url.expose();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::key("redis_url", "must start with redis:// or rediss://"));
+            }
+        }
+        if let Some(secret) = &self.jwt_secret {
+            if secret.expose().len() < 32 {
+                return Err(ConfigError::key("jwt_secret", "must be at least 32 bytes long"));
+            }
+        }
+        if self.db_max_connections == 0 {
+            return Err(ConfigError::key("db_max_connections", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("access_token_ttl", self.access_token_ttl),
+            ("refresh_token_ttl", self.refresh_token_ttl),
+            ("turn_credential_ttl", self.turn_credential_ttl),
+            ("login_failure_window", self.login_failure_window),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::key(key, "must be longer than zero"));
+            }
+        }
+        if self.refresh_token_ttl <= self.access_token_ttl {
+            return Err(ConfigError::key(
+                "refresh_token_ttl",
+                "must be longer than access_token_ttl",
+            ));
+        }
+        if self.jwt_issuer.is_empty() {
+            return Err(ConfigError::key("jwt_issuer", "must not be empty"));
+        }
+        if self.jwt_audience.is_empty() {
+            return Err(ConfigError::key("jwt_audience", "must not be empty"));
+        }
+        if self.login_max_failures_per_email == 0 || self.login_max_failures_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "login_max_failures_per_email and login_max_failures_per_ip must be at least 1".into(),
+            ));
+        }
+        if self.argon2_memory_kib < 8 * 1024 {
+            return Err(ConfigError::key("argon2_memory_kib", "must be at least 8192 (8 MiB)"));
+        }
+        if self.argon2_iterations == 0 {
+            return Err(ConfigError::key("argon2_iterations", "must be at least 1"));
+        }
+        if self.chat_max_message_chars == 0 {
+            return Err(ConfigError::key("chat_max_message_chars", "must be at least 1"));
+        }
+        if self.max_json_body < 1024 {
+            return Err(ConfigError::key("max_json_body", "must be at least 1 KiB"));
+        }
+        for url in &self.stun_urls {
+            if !(url.starts_with("stun:") || url.starts_with("stuns:")) {
+                return Err(ConfigError::key("stun_urls", format!("`{url}` is not a stun: or stuns: URL")));
+            }
+        }
+        for url in &self.turn_urls {
+            if !(url.starts_with("turn:") || url.starts_with("turns:")) {
+                return Err(ConfigError::key("turn_urls", format!("`{url}` is not a turn: or turns: URL")));
+            }
+        }
+        for origin in &self.cors_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(ConfigError::key(
+                    "cors_origins",
+                    format!("`{origin}` is not an http(s) origin or `*`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL in force: the configured one, or the embedded SQLite file.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().to_owned(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("lyceum.db").display()),
+        }
+    }
+
+    /// The configuration as `lyceum config` prints it: TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database_url = Some(Secret(mask_url(&self.effective_database_url())));
+        shown.redis_url = self.redis_url.as_ref().map(|u| Secret(mask_url(u.expose())));
+        shown.jwt_secret = self.jwt_secret.as_ref().map(|_| Secret("********".into()));
+        shown.turn_secret = self.turn_secret.as_ref().map(|_| Secret("********".into()));
+        let mut text = toml_string(&shown);
+        if self.jwt_secret.is_none() {
+            text.push_str("# jwt_secret: generated, kept in <data_dir>/jwt_secret\n");
+        }
+        text
+    }
+}
+
+fn toml_string(config: &Config) -> String {
+    // figment's toml dependency serialises; route through serde_json to keep key order stable.
+    let value = serde_json::to_value(config).expect("config serialises");
+    let mut out = String::new();
+    if let serde_json::Value::Object(map) = value {
+        for key in KEYS {
+            match map.get(*key) {
+                None | Some(serde_json::Value::Null) => {}
+                Some(v) => out.push_str(&format!("{key} = {v}\n")),
+            }
+        }
+    }
+    out
+}
+
+/// Hides the password part of `scheme://user:password@host/...`.
+pub fn mask_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.split_once('@') {
+            if let Some((user, _)) = creds.split_once(':') {
+                return format!("{scheme}://{user}:********@{host}");
+            }
+        }
+    }
+    url.to_owned()
+}
+
+fn describe_figment_error(error: figment::Error) -> ConfigError {
+    let key = error.path.first().cloned();
+    let message = error.kind.to_string();
+    let source = error
+        .metadata
+        .as_ref()
+        .map(|m| m.name.to_string())
+        .unwrap_or_else(|| "configuration".into());
+    match key {
+        Some(key) => {
+            let static_key = KEYS.iter().find(|k| **k == key);
+            match static_key {
+                Some(k) => ConfigError::Key {
+                    key: k,
+                    env: k.to_ascii_uppercase(),
+                    message: format!("{message} (from {source})"),
+                },
+                None => ConfigError::Invalid(format!("key `{key}`: {message} (from {source})")),
+            }
+        }
+        None => ConfigError::Invalid(format!("{message} (from {source})")),
+    }
+}
+
+/// A string that never appears in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+/// Durations as `"15m"`, `"30d"`, `"500ms"` or a bare number of seconds.
+mod duration {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Seconds(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
+                serde::de::Error::custom(format!("`{t}` is not a duration such as 15m or 30d ({e})"))
+            }),
+        }
+    }
+}
+
+/// Byte sizes as `"50MiB"`, `"2GiB"`, `"512KB"` or a bare number of bytes.
+mod size {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(b) => Ok(b),
+            Raw::Text(t) => parse_size(&t).ok_or_else(|| {
+                serde::de::Error::custom(format!("`{t}` is not a size such as 50MiB or 1048576"))
+            }),
+        }
+    }
+}
+
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1024,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1024 * 1024,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+/// A list from TOML arrays or from a comma-separated environment variable.
+fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::List(items) => items,
+        Raw::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_is_a_known_key() {
+        let value = serde_json::to_value(Config::default()).unwrap();
+        let fields: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+        for field in &fields {
+            assert!(KEYS.contains(&field.as_str()), "{field} missing from KEYS");
+        }
+        assert_eq!(fields.len(), KEYS.len());
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("50MiB"), Some(50 * MIB));
+        assert_eq!(parse_size("2 GiB"), Some(2 * 1024 * MIB));
+        assert_eq!(parse_size("1000"), Some(1000));
+        assert_eq!(parse_size("12 parsecs"), None);
+    }
+
+    #[test]
+    fn masks_passwords_in_urls() {
+        assert_eq!(
+            mask_url("postgres://app:hunter2@db:5432/lyceum"),
+            "postgres://app:********@db:5432/lyceum"
+        );
+        assert_eq!(mask_url("sqlite://data/lyceum.db"), "sqlite://data/lyceum.db");
+    }
+}

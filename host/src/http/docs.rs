@@ -1,0 +1,97 @@
+//! `/api/openapi.json` (OpenAPI 3.1) and a self-contained docs page at `/api/docs` that
+//! renders it without fetching anything from elsewhere.
+
+use axum::{
+    Json, Router,
+    response::{Html, IntoResponse},
+    routing::get,
+};
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{Http, HttpAuthScheme, SecurityScheme},
+};
+
+use super::{auth, courses, ops, sessions};
+use crate::{domain, service, state::AppState};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Lyceum API",
+        description = "Real-time backend of the Lyceum e-learning platform. Every JSON answer is an envelope: \
+`{\"success\": true, \"data\": ...}` or `{\"success\": false, \"error\": {\"code\", \"message\", \"details\"?}}`. \
+The schemas below describe `data`. Lists return `{items, nextCursor}` and take `?cursor=&limit=` (default 50, at most 100). \
+Real-time features use Socket.IO v4 on the same port; see the README for its events."
+    ),
+    paths(
+        auth::register, auth::login, auth::refresh, auth::logout, auth::me,
+        courses::create, courses::list, courses::show, courses::update, courses::remove,
+        courses::enroll, courses::list_enrollments, courses::unenroll,
+        sessions::create, sessions::list, sessions::show, sessions::start, sessions::end,
+        sessions::participants, sessions::ice_servers,
+        ops::health, ops::ready, ops::metrics,
+    ),
+    components(schemas(
+        domain::User, domain::Role, domain::Course, domain::Enrollment, domain::LiveSession,
+        domain::SessionStatus, domain::Participant,
+        service::auth::RegisterInput, service::auth::LoginInput, service::auth::RefreshInput,
+        service::auth::Session, service::auth::TokenPair,
+        service::courses::CreateCourse, service::courses::UpdateCourse, service::courses::EnrollInput,
+        service::sessions::CreateSession, service::ice::IceServers, service::ice::IceServer,
+        ErrorBody, ErrorDetail,
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Accounts, access and refresh tokens"),
+        (name = "courses", description = "Courses and enrollments"),
+        (name = "sessions", description = "Live sessions and WebRTC ICE servers"),
+        (name = "operations", description = "Health, readiness, metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The failure envelope.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// Always `false`.
+    success: bool,
+    error: ErrorDetail,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorDetail {
+    /// VALIDATION_FAILED, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, METHOD_NOT_ALLOWED, CONFLICT,
+    /// PAYLOAD_TOO_LARGE, RANGE_NOT_SATISFIABLE, UNSUPPORTED_MEDIA_TYPE, REJECTED_BY_POLICY,
+    /// RATE_LIMITED, UNAVAILABLE or INTERNAL.
+    code: String,
+    message: String,
+    /// `field` for VALIDATION_FAILED, `reason` for REJECTED_BY_POLICY, `retryAfter` for RATE_LIMITED.
+    details: Option<serde_json::Value>,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.bearer_format = Some("JWT".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/openapi.json", get(openapi_json))
+        .route("/api/docs", get(docs_page))
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+async fn docs_page() -> impl IntoResponse {
+    Html(include_str!("docs.html"))
+}

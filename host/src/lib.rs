@@ -1,0 +1,202 @@
+//! Lyceum: the real-time backend of an e-learning platform.
+//!
+//! # Layout
+//! - [`config`]: defaults < `lyceum.toml` < `LYCEUM_*` variables, validated at start-up.
+//! - [`http`]: the REST API under `/api/v1`, one module per resource, plus `/health`,
+//!   `/ready`, `/metrics` and the OpenAPI document. [`http::extract`] turns bad input into
+//!   the contract's error envelope.
+//! - [`gateway`]: Socket.IO on the same port, authenticated in the handshake.
+//! - [`service`]: the rules — permissions, validation, life cycles. Transports call services;
+//!   services call the store.
+//! - [`store`]: the `Store` trait with its SQLite and PostgreSQL implementations.
+//! - [`security`]: password hashing, access tokens, refresh tokens.
+//! - [`error`]: the one error type and its mapping onto the contract.
+//! - [`cli`]: `lyceum serve | migrate | user create | config`.
+//!
+//! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
+//! port 0 and stop it cleanly.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod ratelimit;
+pub mod security;
+pub mod service;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+use std::{future::Future, net::SocketAddr, path::Path, sync::Arc};
+
+use anyhow::Context;
+use axum::Router;
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+
+use crate::{
+    config::Config,
+    gateway::GatewayState,
+    ratelimit::MemoryRateLimiter,
+    security::{jwt::JwtKeys, password::PasswordHasher},
+    service::{
+        auth::{AuthService, LoginThrottle},
+        courses::CourseService,
+        ice::IceService,
+        sessions::SessionService,
+    },
+    state::AppState,
+};
+
+/// A fully wired server, ready to be served.
+pub struct App {
+    pub router: Router,
+    pub state: AppState,
+}
+
+/// Connects the database (applying migrations), builds the services and the router.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let config = Arc::new(config);
+    let store = store::connect(&config.effective_database_url(), config.db_max_connections)
+        .await
+        .context("opening the database")?;
+    let secret = jwt_secret(&config)?;
+    let jwt = Arc::new(JwtKeys::new(
+        &secret,
+        &config.jwt_issuer,
+        &config.jwt_audience,
+        config.access_token_ttl,
+    ));
+    let hasher = PasswordHasher::new(config.argon2_memory_kib, config.argon2_iterations)?;
+    let auth = Arc::new(AuthService::new(
+        store.clone(),
+        jwt,
+        hasher,
+        Arc::new(MemoryRateLimiter::new()),
+        LoginThrottle {
+            per_email: config.login_max_failures_per_email,
+            per_ip: config.login_max_failures_per_ip,
+            window: config.login_failure_window,
+        },
+        config.refresh_token_ttl,
+    ));
+    let courses = Arc::new(CourseService::new(store.clone()));
+    let sessions = Arc::new(SessionService::new(store.clone()));
+    let ice = Arc::new(IceService::new(
+        config.stun_urls.clone(),
+        config.turn_urls.clone(),
+        config.turn_secret.clone(),
+        config.turn_credential_ttl,
+    ));
+
+    let gateway_state = GatewayState {
+        auth: auth.clone(),
+        store: store.clone(),
+    };
+    let (socket_layer, io) = SocketIo::builder()
+        .max_payload(config.max_json_body)
+        .with_state(gateway_state.clone())
+        .build_layer();
+    gateway::attach(&io, &gateway_state);
+
+    let state = AppState {
+        config,
+        store,
+        auth,
+        courses,
+        sessions,
+        ice,
+        io,
+        metrics: telemetry::metrics_handle(),
+    };
+    let router = http::router(state.clone()).layer(socket_layer);
+    Ok(App { router, state })
+}
+
+/// Serves `config` on `listener` until `shutdown` resolves, then closes every socket and lets
+/// in-flight requests finish (up to `shutdown_grace`).
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = build(config).await?;
+    run(app, listener, shutdown).await
+}
+
+pub async fn run(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let io: SocketIo = app.state.io.clone();
+    let grace = app.state.config.shutdown_grace;
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        app.router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing sockets, finishing in-flight requests");
+        let _ = stopping_tx.send(());
+        io.close().await;
+    });
+    tokio::select! {
+        result = server => result.context("serving HTTP")?,
+        _ = async {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("shutdown grace period over; dropping remaining connections"),
+    }
+    Ok(())
+}
+
+/// The configured JWT secret, or the one kept in the data dir (generated on first run).
+fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &config.jwt_secret {
+        return Ok(secret.expose().as_bytes().to_vec());
+    }
+    load_or_create_secret(&config.data_dir.join("jwt_secret"))
+}
+
+fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let secret = STANDARD
+            .decode(text.trim())
+            .with_context(|| format!("{} is not valid base64", path.display()))?;
+        anyhow::ensure!(secret.len() >= 32, "{} holds fewer than 32 bytes", path.display());
+        return Ok(secret);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut secret = vec![0u8; 48];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+    write_private(path, STANDARD.encode(&secret).as_bytes())?;
+    tracing::warn!(
+        path = %path.display(),
+        "no jwt_secret configured: generated one; set LYCEUM_JWT_SECRET to share it between nodes"
+    );
+    Ok(secret)
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}

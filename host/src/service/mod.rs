@@ -1,0 +1,12 @@
+//! The rules of the platform: who may do what, input validation, state transitions.
+//! Transport layers (HTTP, sockets) call these and map `AppError` onto the wire.
+
+pub mod access;
+pub mod auth;
+pub mod courses;
+pub mod ice;
+pub mod paging;
+pub mod sessions;
+pub mod validate;
+
+pub use access::Actor;

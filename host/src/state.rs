@@ -1,0 +1,24 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use socketioxide::SocketIo;
+
+use crate::{
+    config::Config,
+    service::{auth::AuthService, courses::CourseService, ice::IceService, sessions::SessionService},
+    store::Store,
+};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub auth: Arc<AuthService>,
+    pub courses: Arc<CourseService>,
+    pub sessions: Arc<SessionService>,
+    pub ice: Arc<IceService>,
+    pub io: SocketIo,
+    pub metrics: PrometheusHandle,
+}

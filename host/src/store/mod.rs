@@ -1,0 +1,217 @@
+//! Persistence: one `Store` trait, implemented for SQLite (the embedded default) and
+//! PostgreSQL (production), chosen once at start-up from the database URL.
+//!
+//! Both implementations share their SQL (see `sql.rs`); the dialects differ only in the
+//! migrations and in full-text search. Services hold an `Arc<dyn Store>` and never see sqlx.
+
+mod postgres;
+mod rows;
+mod sql;
+mod sqlite;
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::*;
+
+pub use self::{postgres::PgStore, sqlite::SqliteStore};
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint refused the write; the text says what already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database cannot be reached (pool timeout, lost connection, shutdown).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &error {
+            E::RowNotFound => StoreError::NotFound,
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
+                StoreError::Unavailable(error.to_string())
+            }
+            E::Database(db) => {
+                if db.is_unique_violation() {
+                    return StoreError::Conflict("already exists".into());
+                }
+                if db.is_foreign_key_violation() {
+                    return StoreError::NotFound;
+                }
+                // PostgreSQL: class 08 is connection exceptions, 57P0x an administrator or
+                // crash shutdown. SQLite: BUSY/LOCKED after the busy timeout.
+                let code = db.code().unwrap_or_default();
+                if code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code == "5"
+                    || code == "6"
+                    || code == "517"
+                {
+                    return StoreError::Unavailable(db.message().to_owned());
+                }
+                StoreError::Other(anyhow::Error::new(error))
+            }
+            _ => StoreError::Other(anyhow::Error::new(error)),
+        }
+    }
+}
+
+/// Maps a unique violation to a conflict with a message for the client.
+pub(crate) fn conflict(message: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |error| match StoreError::from(error) {
+        StoreError::Conflict(_) => StoreError::Conflict(message.into()),
+        other => other,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a page starts: after this id, in the list's own order.
+pub type After<T> = Option<T>;
+
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    pub id: Uuid,
+    pub family_id: TokenFamilyId,
+    pub user_id: UserId,
+    pub token_hash: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The outcome of presenting a refresh token for rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The old token is now used and the new one stored.
+    Rotated,
+    /// The old token had already been used or revoked: the caller must treat it as reuse.
+    AlreadyUsed,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// A round trip to the database, for `/ready`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn insert_user(&self, user: &User, password_hash: &str) -> StoreResult<()>;
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>>;
+    async fn credentials_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>>;
+
+    async fn insert_refresh_token(&self, token: &NewRefreshToken) -> StoreResult<()>;
+    async fn refresh_token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<RefreshToken>>;
+    /// Marks `old` used and stores `new`, atomically; `AlreadyUsed` if `old` was used or
+    /// revoked meanwhile (so two concurrent refreshes cannot both succeed).
+    async fn rotate_refresh_token(&self, old: Uuid, new: &NewRefreshToken) -> StoreResult<Rotation>;
+    /// Revokes every token of a family; returns how many were still live.
+    async fn revoke_token_family(&self, family: TokenFamilyId) -> StoreResult<u64>;
+
+    async fn insert_course(&self, course: &Course) -> StoreResult<()>;
+    async fn course(&self, id: CourseId) -> StoreResult<Option<Course>>;
+    /// Newest first. With `member`, only courses that user teaches or is enrolled in.
+    async fn list_courses(
+        &self,
+        member: Option<UserId>,
+        after: After<CourseId>,
+        limit: u32,
+    ) -> StoreResult<Vec<Course>>;
+    async fn update_course(
+        &self,
+        id: CourseId,
+        title: &str,
+        description: &str,
+    ) -> StoreResult<Option<Course>>;
+    async fn delete_course(&self, id: CourseId) -> StoreResult<bool>;
+
+    async fn insert_enrollment(&self, enrollment: &Enrollment) -> StoreResult<()>;
+    async fn is_enrolled(&self, course: CourseId, user: UserId) -> StoreResult<bool>;
+    /// Oldest first (the order people enrolled in).
+    async fn list_enrollments(
+        &self,
+        course: CourseId,
+        after: After<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<(Uuid, Enrollment)>>;
+    async fn delete_enrollment(&self, course: CourseId, user: UserId) -> StoreResult<bool>;
+
+    async fn insert_session(&self, session: &LiveSession) -> StoreResult<()>;
+    async fn session(&self, id: SessionId) -> StoreResult<Option<LiveSession>>;
+    /// Newest first.
+    async fn list_sessions(
+        &self,
+        course: CourseId,
+        after: After<SessionId>,
+        limit: u32,
+    ) -> StoreResult<Vec<LiveSession>>;
+    /// `scheduled` → `live`; `None` when the session is not scheduled.
+    async fn start_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<Option<LiveSession>>;
+    /// `scheduled` or `live` → `ended`, closing every open participation at the same time;
+    /// `None` when the session had already ended.
+    async fn end_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<Option<LiveSession>>;
+
+    async fn insert_participant(
+        &self,
+        id: Uuid,
+        session: SessionId,
+        user: UserId,
+        socket_id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Sets `leftAt` on the open participation of that socket, if any.
+    async fn close_participant(&self, session: SessionId, socket_id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn count_open_participants(&self, session: SessionId) -> StoreResult<u32>;
+    /// Oldest join first, one row per join.
+    async fn list_participants(
+        &self,
+        session: SessionId,
+        after: After<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<(Uuid, Participant)>>;
+
+    /// Which course or session a chat room belongs to.
+    async fn room_owner(&self, room: RoomId) -> StoreResult<Option<RoomOwner>>;
+}
+
+/// Opens the database named by `url`, creating an SQLite file if needed, and applies the
+/// migrations.
+pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(url, max_connections).await?;
+        store.migrate().await?;
+        Arc::new(store)
+    } else {
+        let store = PgStore::connect(url, max_connections).await?;
+        store.migrate().await?;
+        Arc::new(store)
+    };
+    Ok(store)
+}
+
+/// How long a request waits for a pooled connection before answering UNAVAILABLE.
+pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        match error {
+            sqlx::migrate::MigrateError::Execute(inner) => StoreError::from(inner),
+            other => StoreError::Other(anyhow::Error::new(other)),
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! The SQL both backends share. SQLite accepts PostgreSQL's `$n` placeholders and both
+//! understand `RETURNING`, so one text serves both; the macro stamps it out per pool type,
+//! which keeps the statements in one place without generic bounds over `sqlx::Database`.
+
+macro_rules! impl_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            fn backend(&self) -> $crate::store::Backend {
+                Self::BACKEND
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn insert_user(&self, user: &User, password_hash: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO users (id, email, name, role, password_hash, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(user.id)
+                .bind(&user.email)
+                .bind(&user.name)
+                .bind(user.role.as_str())
+                .bind(password_hash)
+                .bind(user.created_at)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::store::conflict("email is already registered"))?;
+                Ok(())
+            }
+
+            async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+                let row: Option<UserRow> = sqlx::query_as("SELECT * FROM users WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| UserCredentials::try_from(r).map(|c| c.user)).transpose()
+            }
+
+            async fn credentials_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>> {
+                let row: Option<UserRow> = sqlx::query_as("SELECT * FROM users WHERE email = $1")
+                    .bind(email)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(UserCredentials::try_from).transpose()
+            }
+
+            async fn insert_refresh_token(&self, token: &NewRefreshToken) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(token.id)
+                .bind(token.family_id)
+                .bind(token.user_id)
+                .bind(&token.token_hash)
+                .bind(token.created_at)
+                .bind(token.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn refresh_token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<RefreshToken>> {
+                let row: Option<RefreshTokenRow> = sqlx::query_as(
+                    "SELECT id, family_id, user_id, expires_at, used_at, revoked_at
+                     FROM refresh_tokens WHERE token_hash = $1",
+                )
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(RefreshToken::from))
+            }
+
+            async fn rotate_refresh_token(&self, old: Uuid, new: &NewRefreshToken) -> StoreResult<Rotation> {
+                // The conditional UPDATE comes first: it takes SQLite's write lock at once (no
+                // read-then-upgrade deadlock) and lets exactly one of two racing refreshes win.
+                let mut tx = self.pool.begin().await?;
+                let claimed = sqlx::query(
+                    "UPDATE refresh_tokens SET used_at = $2
+                     WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL",
+                )
+                .bind(old)
+                .bind(new.created_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if claimed != 1 {
+                    tx.rollback().await?;
+                    return Ok(Rotation::AlreadyUsed);
+                }
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(new.id)
+                .bind(new.family_id)
+                .bind(new.user_id)
+                .bind(&new.token_hash)
+                .bind(new.created_at)
+                .bind(new.expires_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Rotation::Rotated)
+            }
+
+            async fn revoke_token_family(&self, family: TokenFamilyId) -> StoreResult<u64> {
+                let revoked = sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $2
+                     WHERE family_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(family)
+                .bind($crate::domain::now())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(revoked)
+            }
+
+            async fn insert_course(&self, course: &Course) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO courses (id, title, description, instructor_id, room_id, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(course.id)
+                .bind(&course.title)
+                .bind(&course.description)
+                .bind(course.instructor_id)
+                .bind(course.room_id)
+                .bind(course.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn course(&self, id: CourseId) -> StoreResult<Option<Course>> {
+                let row: Option<CourseRow> = sqlx::query_as("SELECT * FROM courses WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(Course::from))
+            }
+
+            async fn list_courses(
+                &self,
+                member: Option<UserId>,
+                after: After<CourseId>,
+                limit: u32,
+            ) -> StoreResult<Vec<Course>> {
+                let rows: Vec<CourseRow> = match member {
+                    None => sqlx::query_as(
+                        "SELECT * FROM courses
+                         WHERE ($1 IS NULL OR id < $1)
+                         ORDER BY id DESC LIMIT $2",
+                    )
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?,
+                    Some(user) => sqlx::query_as(
+                        "SELECT * FROM courses
+                         WHERE ($1 IS NULL OR id < $1)
+                           AND (instructor_id = $3
+                                OR id IN (SELECT course_id FROM enrollments WHERE user_id = $3))
+                         ORDER BY id DESC LIMIT $2",
+                    )
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .bind(user)
+                    .fetch_all(&self.pool)
+                    .await?,
+                };
+                Ok(rows.into_iter().map(Course::from).collect())
+            }
+
+            async fn update_course(
+                &self,
+                id: CourseId,
+                title: &str,
+                description: &str,
+            ) -> StoreResult<Option<Course>> {
+                let row: Option<CourseRow> = sqlx::query_as(
+                    "UPDATE courses SET title = $2, description = $3 WHERE id = $1 RETURNING *",
+                )
+                .bind(id)
+                .bind(title)
+                .bind(description)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Course::from))
+            }
+
+            async fn delete_course(&self, id: CourseId) -> StoreResult<bool> {
+                let deleted = sqlx::query("DELETE FROM courses WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(deleted == 1)
+            }
+
+            async fn insert_enrollment(&self, enrollment: &Enrollment) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO enrollments (id, course_id, user_id, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(Uuid::now_v7())
+                .bind(enrollment.course_id)
+                .bind(enrollment.user_id)
+                .bind(enrollment.created_at)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::store::conflict("already enrolled"))?;
+                Ok(())
+            }
+
+            async fn is_enrolled(&self, course: CourseId, user: UserId) -> StoreResult<bool> {
+                let found: Option<(i32,)> = sqlx::query_as(
+                    "SELECT 1 FROM enrollments WHERE course_id = $1 AND user_id = $2",
+                )
+                .bind(course)
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(found.is_some())
+            }
+
+            async fn list_enrollments(
+                &self,
+                course: CourseId,
+                after: After<Uuid>,
+                limit: u32,
+            ) -> StoreResult<Vec<(Uuid, Enrollment)>> {
+                let rows: Vec<EnrollmentRow> = sqlx::query_as(
+                    "SELECT * FROM enrollments
+                     WHERE course_id = $1 AND ($2 IS NULL OR id > $2)
+                     ORDER BY id LIMIT $3",
+                )
+                .bind(course)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn delete_enrollment(&self, course: CourseId, user: UserId) -> StoreResult<bool> {
+                let deleted = sqlx::query("DELETE FROM enrollments WHERE course_id = $1 AND user_id = $2")
+                    .bind(course)
+                    .bind(user)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(deleted == 1)
+            }
+
+            async fn insert_session(&self, session: &LiveSession) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO live_sessions
+                       (id, course_id, title, status, scheduled_at, started_at, ended_at,
+                        max_participants, room_id, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(session.id)
+                .bind(session.course_id)
+                .bind(&session.title)
+                .bind(session.status.as_str())
+                .bind(session.scheduled_at)
+                .bind(session.started_at)
+                .bind(session.ended_at)
+                .bind(session.max_participants.map(i64::from))
+                .bind(session.room_id)
+                .bind($crate::domain::now())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn session(&self, id: SessionId) -> StoreResult<Option<LiveSession>> {
+                let row: Option<SessionRow> = sqlx::query_as("SELECT * FROM live_sessions WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(LiveSession::try_from).transpose()
+            }
+
+            async fn list_sessions(
+                &self,
+                course: CourseId,
+                after: After<SessionId>,
+                limit: u32,
+            ) -> StoreResult<Vec<LiveSession>> {
+                let rows: Vec<SessionRow> = sqlx::query_as(
+                    "SELECT * FROM live_sessions
+                     WHERE course_id = $1 AND ($2 IS NULL OR id < $2)
+                     ORDER BY id DESC LIMIT $3",
+                )
+                .bind(course)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(LiveSession::try_from).collect()
+            }
+
+            async fn start_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<Option<LiveSession>> {
+                let row: Option<SessionRow> = sqlx::query_as(
+                    "UPDATE live_sessions SET status = 'live', started_at = $2
+                     WHERE id = $1 AND status = 'scheduled' RETURNING *",
+                )
+                .bind(id)
+                .bind(at)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(LiveSession::try_from).transpose()
+            }
+
+            async fn end_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<Option<LiveSession>> {
+                let mut tx = self.pool.begin().await?;
+                let row: Option<SessionRow> = sqlx::query_as(
+                    "UPDATE live_sessions SET status = 'ended', ended_at = $2
+                     WHERE id = $1 AND status <> 'ended' RETURNING *",
+                )
+                .bind(id)
+                .bind(at)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if row.is_some() {
+                    sqlx::query(
+                        "UPDATE session_participants SET left_at = $2
+                         WHERE session_id = $1 AND left_at IS NULL",
+                    )
+                    .bind(id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                row.map(LiveSession::try_from).transpose()
+            }
+
+            async fn insert_participant(
+                &self,
+                id: Uuid,
+                session: SessionId,
+                user: UserId,
+                socket_id: &str,
+                at: DateTime<Utc>,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO session_participants (id, session_id, user_id, socket_id, joined_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(id)
+                .bind(session)
+                .bind(user)
+                .bind(socket_id)
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn close_participant(&self, session: SessionId, socket_id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+                let closed = sqlx::query(
+                    "UPDATE session_participants SET left_at = $3
+                     WHERE session_id = $1 AND socket_id = $2 AND left_at IS NULL",
+                )
+                .bind(session)
+                .bind(socket_id)
+                .bind(at)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(closed > 0)
+            }
+
+            async fn count_open_participants(&self, session: SessionId) -> StoreResult<u32> {
+                let (count,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM session_participants WHERE session_id = $1 AND left_at IS NULL",
+                )
+                .bind(session)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(count.clamp(0, u32::MAX as i64) as u32)
+            }
+
+            async fn list_participants(
+                &self,
+                session: SessionId,
+                after: After<Uuid>,
+                limit: u32,
+            ) -> StoreResult<Vec<(Uuid, Participant)>> {
+                let rows: Vec<ParticipantRow> = sqlx::query_as(
+                    "SELECT p.id, p.user_id, u.name, p.joined_at, p.left_at
+                     FROM session_participants p JOIN users u ON u.id = p.user_id
+                     WHERE p.session_id = $1 AND ($2 IS NULL OR p.id > $2)
+                     ORDER BY p.id LIMIT $3",
+                )
+                .bind(session)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn room_owner(&self, room: RoomId) -> StoreResult<Option<RoomOwner>> {
+                let course: Option<(CourseId,)> = sqlx::query_as("SELECT id FROM courses WHERE room_id = $1")
+                    .bind(room)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if let Some((course,)) = course {
+                    return Ok(Some(RoomOwner::Course(course)));
+                }
+                let session: Option<(SessionId, CourseId)> =
+                    sqlx::query_as("SELECT id, course_id FROM live_sessions WHERE room_id = $1")
+                        .bind(room)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(session.map(|(session, course)| RoomOwner::Session { session, course }))
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;

@@ -1,0 +1,303 @@
+//! The black-box test harness: starts the real server on 127.0.0.1:0 against SQLite or a
+//! private PostgreSQL schema, and talks to it over HTTP and Socket.IO like any client.
+//!
+//! Every API test is written once and run on each backend with [`backend_tests!`]; the
+//! PostgreSQL variant runs when `LYCEUM_TEST_DATABASE_URL` is set and says it skipped otherwise.
+
+pub mod http;
+pub mod socket;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use lyceum::config::{Config, Secret};
+use serde_json::{Value, json};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub use crate::http::{Client, Reply};
+
+pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256-keys";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL URL for tests, if the environment provides one.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("LYCEUM_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())
+}
+
+/// True (after saying so) when a PostgreSQL test has to skip.
+pub fn skip_without_postgres(test: &str) -> bool {
+    if postgres_url().is_none() {
+        eprintln!("skipped {test}: LYCEUM_TEST_DATABASE_URL is not set");
+        return true;
+    }
+    false
+}
+
+/// Runs each listed test against SQLite and against PostgreSQL.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::skip_without_postgres(concat!(module_path!(), "::", stringify!($name))) {
+                        return;
+                    }
+                    super::$name($crate::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A running server with its own data dir and database.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub backend: Backend,
+    dir: tempdir::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    pg_schema: Option<String>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a server after `adjust` has changed the test configuration.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempdir::TempDir::new();
+        let mut config = base_config(dir.path());
+        let mut pg_schema = None;
+        if backend == Backend::Postgres {
+            let base = postgres_url().expect("LYCEUM_TEST_DATABASE_URL");
+            let schema = create_schema(&base).await;
+            config.database_url = Some(Secret::new(with_search_path(&base, &schema)));
+            pg_schema = Some(schema);
+        }
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = lyceum::build(config.clone()).await.expect("server builds");
+        let task = tokio::spawn(lyceum::run(app, listener, async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            config,
+            backend,
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+            pg_schema,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.addr)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Signals shutdown and waits for `serve` to return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+
+    /// Registers a user and returns `(user, accessToken, refreshToken)`.
+    pub async fn register(&self, role: &str) -> Account {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let email = format!("{role}{n}-{}@example.com", uuid::Uuid::new_v4().simple());
+        let reply = self
+            .client()
+            .post("/api/v1/auth/register", json!({"email": email, "password": "correct horse battery", "name": format!("{role} {n}"), "role": role}))
+            .await;
+        assert_eq!(reply.status, 201, "register: {}", reply.body);
+        Account::from_session(&reply.data(), "correct horse battery")
+    }
+
+    /// Makes an admin through the same service the `lyceum user create` command uses.
+    pub async fn admin(&self) -> Account {
+        let email = format!("admin-{}@example.com", uuid::Uuid::new_v4().simple());
+        let app = lyceum::build(self.config.clone()).await.expect("second handle");
+        app.state
+            .auth
+            .create_user(&email, "correct horse battery", "Admin", lyceum::domain::Role::Admin)
+            .await
+            .expect("admin created");
+        let reply = self
+            .client()
+            .post("/api/v1/auth/login", json!({"email": email, "password": "correct horse battery"}))
+            .await;
+        assert_eq!(reply.status, 200, "admin login: {}", reply.body);
+        Account::from_session(&reply.data(), "correct horse battery")
+    }
+
+    /// An instructor with a course, and that course.
+    pub async fn course(&self) -> (Account, Value) {
+        let teacher = self.register("instructor").await;
+        let reply = self
+            .client()
+            .bearer(&teacher.token)
+            .post("/api/v1/courses", json!({"title": "Distributed Systems", "description": "Consensus and clocks"}))
+            .await;
+        assert_eq!(reply.status, 201, "create course: {}", reply.body);
+        (teacher, reply.data())
+    }
+
+    /// Enrolls `who` in `course` as themselves.
+    pub async fn enroll(&self, who: &Account, course: &Value) {
+        let reply = self
+            .client()
+            .bearer(&who.token)
+            .post(&format!("/api/v1/courses/{}/enrollments", course["id"].as_str().unwrap()), json!({}))
+            .await;
+        assert_eq!(reply.status, 201, "enroll: {}", reply.body);
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(schema) = self.pg_schema.take() {
+            // Drop runs outside async context guarantees: a scoped thread with its own runtime.
+            let base = postgres_url().unwrap();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async move {
+                    if let Ok(pool) = sqlx::PgPool::connect(&base).await {
+                        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                            .execute(&pool)
+                            .await;
+                    }
+                });
+            })
+            .join()
+            .ok();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub password: String,
+    pub token: String,
+    pub refresh: String,
+}
+
+impl Account {
+    pub fn from_session(data: &Value, password: &str) -> Account {
+        Account {
+            id: data["user"]["id"].as_str().unwrap().to_owned(),
+            email: data["user"]["email"].as_str().unwrap().to_owned(),
+            name: data["user"]["name"].as_str().unwrap().to_owned(),
+            password: password.to_owned(),
+            token: data["accessToken"].as_str().unwrap().to_owned(),
+            refresh: data["refreshToken"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+/// A configuration for one test: its own temp dirs, fixed secret, fast password hashing.
+pub fn base_config(dir: &Path) -> Config {
+    Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.join("data"),
+        upload_dir: dir.join("uploads"),
+        jwt_secret: Some(Secret::new(JWT_SECRET)),
+        argon2_memory_kib: 8 * 1024,
+        argon2_iterations: 1,
+        db_max_connections: 8,
+        shutdown_grace: Duration::from_secs(5),
+        ..Config::default()
+    }
+}
+
+async fn create_schema(base: &str) -> String {
+    let pool = sqlx::PgPool::connect(base)
+        .await
+        .unwrap_or_else(|e| panic!("LYCEUM_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
+    let schema = format!("lyceum_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&pool)
+        .await
+        .expect("create schema");
+    pool.close().await;
+    schema
+}
+
+fn with_search_path(base: &str, schema: &str) -> String {
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}options=-c%20search_path%3D{schema}")
+}
+
+/// A temporary directory removed on drop (kept small on purpose: no extra dependency).
+pub mod tempdir {
+    use super::*;
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new() -> TempDir {
+            let path = std::env::temp_dir().join(format!("lyceum-test-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&path).expect("temp dir");
+            TempDir(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Default for TempDir {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
