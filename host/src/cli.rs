@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use crate::{config::Config, domain::Role};
 
 #[derive(Debug, Parser)]
-#[command(name = "lyceum", version, about = "Real-time backend of the Lyceum e-learning platform")]
+#[command(
+    name = "lyceum",
+    version,
+    about = "Real-time backend of the Lyceum e-learning platform"
+)]
 pub struct Cli {
     /// Configuration file; read when it exists (required when given explicitly).
     #[arg(long, short, global = true, env = "LYCEUM_CONFIG")]
@@ -73,7 +77,9 @@ pub async fn run_command(config: Config, command: Command) -> anyhow::Result<()>
         }
         Command::Migrate => {
             let url = config.effective_database_url();
-            crate::store::connect(&url, 1).await.context("migrating the database")?;
+            crate::store::connect(&url, 1)
+                .await
+                .context("migrating the database")?;
             println!("migrations applied to {}", crate::config::mask_url(&url));
             Ok(())
         }

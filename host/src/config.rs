@@ -205,7 +205,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.database_url {
             let url = url.expose();
-            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
                 return Err(ConfigError::key(
                     "database_url",
                     "must start with sqlite:, postgres:// or postgresql://",
@@ -215,13 +218,19 @@ impl Config {
         if let Some(url) = &self.redis_url {
             let url = url.expose();
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(ConfigError::key("redis_url", "must start with redis:// or rediss://"));
+                return Err(ConfigError::key(
+                    "redis_url",
+                    "must start with redis:// or rediss://",
+                ));
             }
         }
-        if let Some(secret) = &self.jwt_secret {
-            if secret.expose().len() < 32 {
-                return Err(ConfigError::key("jwt_secret", "must be at least 32 bytes long"));
-            }
+        if let Some(secret) = &self.jwt_secret
+            && secret.expose().len() < 32
+        {
+            return Err(ConfigError::key(
+                "jwt_secret",
+                "must be at least 32 bytes long",
+            ));
         }
         if self.db_max_connections == 0 {
             return Err(ConfigError::key("db_max_connections", "must be at least 1"));
@@ -250,29 +259,42 @@ impl Config {
         }
         if self.login_max_failures_per_email == 0 || self.login_max_failures_per_ip == 0 {
             return Err(ConfigError::Invalid(
-                "login_max_failures_per_email and login_max_failures_per_ip must be at least 1".into(),
+                "login_max_failures_per_email and login_max_failures_per_ip must be at least 1"
+                    .into(),
             ));
         }
         if self.argon2_memory_kib < 8 * 1024 {
-            return Err(ConfigError::key("argon2_memory_kib", "must be at least 8192 (8 MiB)"));
+            return Err(ConfigError::key(
+                "argon2_memory_kib",
+                "must be at least 8192 (8 MiB)",
+            ));
         }
         if self.argon2_iterations == 0 {
             return Err(ConfigError::key("argon2_iterations", "must be at least 1"));
         }
         if self.chat_max_message_chars == 0 {
-            return Err(ConfigError::key("chat_max_message_chars", "must be at least 1"));
+            return Err(ConfigError::key(
+                "chat_max_message_chars",
+                "must be at least 1",
+            ));
         }
         if self.max_json_body < 1024 {
             return Err(ConfigError::key("max_json_body", "must be at least 1 KiB"));
         }
         for url in &self.stun_urls {
             if !(url.starts_with("stun:") || url.starts_with("stuns:")) {
-                return Err(ConfigError::key("stun_urls", format!("`{url}` is not a stun: or stuns: URL")));
+                return Err(ConfigError::key(
+                    "stun_urls",
+                    format!("`{url}` is not a stun: or stuns: URL"),
+                ));
             }
         }
         for url in &self.turn_urls {
             if !(url.starts_with("turn:") || url.starts_with("turns:")) {
-                return Err(ConfigError::key("turn_urls", format!("`{url}` is not a turn: or turns: URL")));
+                return Err(ConfigError::key(
+                    "turn_urls",
+                    format!("`{url}` is not a turn: or turns: URL"),
+                ));
             }
         }
         for origin in &self.cors_origins {
@@ -290,7 +312,10 @@ impl Config {
     pub fn effective_database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.expose().to_owned(),
-            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("lyceum.db").display()),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("lyceum.db").display()
+            ),
         }
     }
 
@@ -298,7 +323,10 @@ impl Config {
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database_url = Some(Secret(mask_url(&self.effective_database_url())));
-        shown.redis_url = self.redis_url.as_ref().map(|u| Secret(mask_url(u.expose())));
+        shown.redis_url = self
+            .redis_url
+            .as_ref()
+            .map(|u| Secret(mask_url(u.expose())));
         shown.jwt_secret = self.jwt_secret.as_ref().map(|_| Secret("********".into()));
         shown.turn_secret = self.turn_secret.as_ref().map(|_| Secret("********".into()));
         let mut text = toml_string(&shown);
@@ -326,12 +354,11 @@ fn toml_string(config: &Config) -> String {
 
 /// Hides the password part of `scheme://user:password@host/...`.
 pub fn mask_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((creds, host)) = rest.split_once('@') {
-            if let Some((user, _)) = creds.split_once(':') {
-                return format!("{scheme}://{user}:********@{host}");
-            }
-        }
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((creds, host)) = rest.split_once('@')
+        && let Some((user, _)) = creds.split_once(':')
+    {
+        return format!("{scheme}://{user}:********@{host}");
     }
     url.to_owned()
 }
@@ -398,7 +425,9 @@ mod duration {
         match Raw::deserialize(d)? {
             Raw::Seconds(s) => Ok(Duration::from_secs(s)),
             Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
-                serde::de::Error::custom(format!("`{t}` is not a duration such as 15m or 30d ({e})"))
+                serde::de::Error::custom(format!(
+                    "`{t}` is not a duration such as 15m or 30d ({e})"
+                ))
             }),
         }
     }
@@ -430,7 +459,9 @@ mod size {
 
 pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().ok()?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -493,6 +524,9 @@ mod tests {
             mask_url("postgres://app:hunter2@db:5432/lyceum"),
             "postgres://app:********@db:5432/lyceum"
         );
-        assert_eq!(mask_url("sqlite://data/lyceum.db"), "sqlite://data/lyceum.db");
+        assert_eq!(
+            mask_url("sqlite://data/lyceum.db"),
+            "sqlite://data/lyceum.db"
+        );
     }
 }

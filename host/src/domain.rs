@@ -45,7 +45,15 @@ macro_rules! id_type {
     )*};
 }
 
-id_type!(UserId, CourseId, SessionId, RoomId, MessageId, FileId, TokenFamilyId);
+id_type!(
+    UserId,
+    CourseId,
+    SessionId,
+    RoomId,
+    MessageId,
+    FileId,
+    TokenFamilyId
+);
 
 /// The current time at the precision both databases keep (microseconds), so a value read back
 /// equals the value written.
@@ -195,7 +203,10 @@ pub struct Page<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoomOwner {
     Course(CourseId),
-    Session { session: SessionId, course: CourseId },
+    Session {
+        session: SessionId,
+        course: CourseId,
+    },
 }
 
 impl RoomOwner {

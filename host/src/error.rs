@@ -200,7 +200,7 @@ impl From<StoreError> for AppError {
                 tracing::warn!(%cause, "database unavailable");
                 AppError::Unavailable("the database is unavailable, try again shortly".into())
             }
-            StoreError::Other(cause) => AppError::Internal(cause.into()),
+            StoreError::Other(cause) => AppError::Internal(cause),
         }
     }
 }

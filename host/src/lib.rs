@@ -136,7 +136,8 @@ pub async fn run(
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(
         listener,
-        app.router.into_make_service_with_connect_info::<SocketAddr>(),
+        app.router
+            .into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
@@ -168,7 +169,11 @@ fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
         let secret = STANDARD
             .decode(text.trim())
             .with_context(|| format!("{} is not valid base64", path.display()))?;
-        anyhow::ensure!(secret.len() >= 32, "{} holds fewer than 32 bytes", path.display());
+        anyhow::ensure!(
+            secret.len() >= 32,
+            "{} holds fewer than 32 bytes",
+            path.display()
+        );
         return Ok(secret);
     }
     if let Some(dir) = path.parent() {

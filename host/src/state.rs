@@ -7,7 +7,9 @@ use socketioxide::SocketIo;
 
 use crate::{
     config::Config,
-    service::{auth::AuthService, courses::CourseService, ice::IceService, sessions::SessionService},
+    service::{
+        auth::AuthService, courses::CourseService, ice::IceService, sessions::SessionService,
+    },
     store::Store,
 };
 

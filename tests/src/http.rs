@@ -23,25 +23,50 @@ pub struct Reply {
 impl Reply {
     /// `data` of a success envelope (panics on a failure envelope, with the body).
     pub fn data(&self) -> Value {
-        assert_eq!(self.body["success"], Value::Bool(true), "expected success, got {} {}", self.status, self.body);
+        assert_eq!(
+            self.body["success"],
+            Value::Bool(true),
+            "expected success, got {} {}",
+            self.status,
+            self.body
+        );
         self.body["data"].clone()
     }
 
     /// `error.code` of a failure envelope.
     pub fn code(&self) -> &str {
-        assert_eq!(self.body["success"], Value::Bool(false), "expected failure, got {} {}", self.status, self.body);
+        assert_eq!(
+            self.body["success"],
+            Value::Bool(false),
+            "expected failure, got {} {}",
+            self.status,
+            self.body
+        );
         self.body["error"]["code"].as_str().unwrap_or("")
     }
 
     /// Asserts the status and the contract's error code together.
     #[track_caller]
     pub fn assert_error(&self, status: u16, code: &str) {
-        assert_eq!((self.status, self.code()), (status, code), "body: {}", self.body);
-        assert!(self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "error without a message: {}", self.body);
+        assert_eq!(
+            (self.status, self.code()),
+            (status, code),
+            "body: {}",
+            self.body
+        );
+        assert!(
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "error without a message: {}",
+            self.body
+        );
     }
 
     pub fn field(&self) -> &str {
-        self.body["error"]["details"]["field"].as_str().unwrap_or("")
+        self.body["error"]["details"]["field"]
+            .as_str()
+            .unwrap_or("")
     }
 }
 
@@ -75,7 +100,12 @@ impl Client {
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -87,16 +117,27 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Reply {
-        self.send(self.request(Method::POST, path).json(&body)).await
+        self.send(self.request(Method::POST, path).json(&body))
+            .await
     }
 
     pub async fn patch(&self, path: &str, body: Value) -> Reply {
-        self.send(self.request(Method::PATCH, path).json(&body)).await
+        self.send(self.request(Method::PATCH, path).json(&body))
+            .await
     }
 
     /// POST with a raw body and content type, for malformed-input tests.
-    pub async fn post_raw(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> Reply {
-        self.send(self.request(Method::POST, path).header("content-type", content_type).body(body))
-            .await
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        self.send(
+            self.request(Method::POST, path)
+                .header("content-type", content_type)
+                .body(body),
+        )
+        .await
     }
 }

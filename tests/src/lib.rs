@@ -5,6 +5,7 @@
 //! PostgreSQL variant runs when `LYCEUM_TEST_DATABASE_URL` is set and says it skipped otherwise.
 
 pub mod http;
+pub mod proxy;
 pub mod socket;
 
 use std::{
@@ -30,7 +31,9 @@ pub enum Backend {
 
 /// The PostgreSQL URL for tests, if the environment provides one.
 pub fn postgres_url() -> Option<String> {
-    std::env::var("LYCEUM_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())
+    std::env::var("LYCEUM_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
 }
 
 /// True (after saying so) when a PostgreSQL test has to skip.
@@ -98,7 +101,9 @@ impl TestServer {
             pg_schema = Some(schema);
         }
         adjust(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let app = lyceum::build(config.clone()).await.expect("server builds");
@@ -154,15 +159,25 @@ impl TestServer {
     /// Makes an admin through the same service the `lyceum user create` command uses.
     pub async fn admin(&self) -> Account {
         let email = format!("admin-{}@example.com", uuid::Uuid::new_v4().simple());
-        let app = lyceum::build(self.config.clone()).await.expect("second handle");
+        let app = lyceum::build(self.config.clone())
+            .await
+            .expect("second handle");
         app.state
             .auth
-            .create_user(&email, "correct horse battery", "Admin", lyceum::domain::Role::Admin)
+            .create_user(
+                &email,
+                "correct horse battery",
+                "Admin",
+                lyceum::domain::Role::Admin,
+            )
             .await
             .expect("admin created");
         let reply = self
             .client()
-            .post("/api/v1/auth/login", json!({"email": email, "password": "correct horse battery"}))
+            .post(
+                "/api/v1/auth/login",
+                json!({"email": email, "password": "correct horse battery"}),
+            )
             .await;
         assert_eq!(reply.status, 200, "admin login: {}", reply.body);
         Account::from_session(&reply.data(), "correct horse battery")
@@ -174,7 +189,10 @@ impl TestServer {
         let reply = self
             .client()
             .bearer(&teacher.token)
-            .post("/api/v1/courses", json!({"title": "Distributed Systems", "description": "Consensus and clocks"}))
+            .post(
+                "/api/v1/courses",
+                json!({"title": "Distributed Systems", "description": "Consensus and clocks"}),
+            )
             .await;
         assert_eq!(reply.status, 201, "create course: {}", reply.body);
         (teacher, reply.data())
@@ -185,7 +203,13 @@ impl TestServer {
         let reply = self
             .client()
             .bearer(&who.token)
-            .post(&format!("/api/v1/courses/{}/enrollments", course["id"].as_str().unwrap()), json!({}))
+            .post(
+                &format!(
+                    "/api/v1/courses/{}/enrollments",
+                    course["id"].as_str().unwrap()
+                ),
+                json!({}),
+            )
             .await;
         assert_eq!(reply.status, 201, "enroll: {}", reply.body);
     }
@@ -200,7 +224,10 @@ impl Drop for TestServer {
             // Drop runs outside async context guarantees: a scoped thread with its own runtime.
             let base = postgres_url().unwrap();
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async move {
                     if let Ok(pool) = sqlx::PgPool::connect(&base).await {
                         let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
@@ -254,9 +281,9 @@ pub fn base_config(dir: &Path) -> Config {
 }
 
 async fn create_schema(base: &str) -> String {
-    let pool = sqlx::PgPool::connect(base)
-        .await
-        .unwrap_or_else(|e| panic!("LYCEUM_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
+    let pool = sqlx::PgPool::connect(base).await.unwrap_or_else(|e| {
+        panic!("LYCEUM_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}")
+    });
     let schema = format!("lyceum_test_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&pool)
@@ -279,7 +306,8 @@ pub mod tempdir {
 
     impl TempDir {
         pub fn new() -> TempDir {
-            let path = std::env::temp_dir().join(format!("lyceum-test-{}", uuid::Uuid::new_v4().simple()));
+            let path =
+                std::env::temp_dir().join(format!("lyceum-test-{}", uuid::Uuid::new_v4().simple()));
             std::fs::create_dir_all(&path).expect("temp dir");
             TempDir(path)
         }

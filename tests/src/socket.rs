@@ -38,24 +38,35 @@ pub struct SocketClient {
 
 impl SocketClient {
     /// Connects with `auth` as the handshake payload (e.g. `{"token": "..."}`).
-    pub async fn connect(addr: SocketAddr, auth: Option<Value>) -> Result<SocketClient, ConnectError> {
+    pub async fn connect(
+        addr: SocketAddr,
+        auth: Option<Value>,
+    ) -> Result<SocketClient, ConnectError> {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .map_err(|e| ConnectError::Transport(e.to_string()))?;
         let (mut sink, mut stream) = ws.split();
         // Engine.IO open packet: `0{"sid":...}`.
-        let open = next_text(&mut stream).await.ok_or_else(|| ConnectError::Transport("no open packet".into()))?;
+        let open = next_text(&mut stream)
+            .await
+            .ok_or_else(|| ConnectError::Transport("no open packet".into()))?;
         if !open.starts_with('0') {
-            return Err(ConnectError::Transport(format!("unexpected first packet {open}")));
+            return Err(ConnectError::Transport(format!(
+                "unexpected first packet {open}"
+            )));
         }
         let connect = match &auth {
             Some(auth) => format!("40{auth}"),
             None => "40".to_owned(),
         };
-        sink.send(Message::Text(connect.into())).await.map_err(|e| ConnectError::Transport(e.to_string()))?;
+        sink.send(Message::Text(connect.into()))
+            .await
+            .map_err(|e| ConnectError::Transport(e.to_string()))?;
         let sid = loop {
-            let packet = next_text(&mut stream).await.ok_or_else(|| ConnectError::Transport("closed during connect".into()))?;
+            let packet = next_text(&mut stream)
+                .await
+                .ok_or_else(|| ConnectError::Transport("closed during connect".into()))?;
             if packet == "2" {
                 sink.send(Message::Text("3".into())).await.ok();
                 continue;
@@ -66,7 +77,9 @@ impl SocketClient {
             }
             if let Some(body) = packet.strip_prefix("44") {
                 let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-                return Err(ConnectError::Refused(value["message"].as_str().unwrap_or("").to_owned()));
+                return Err(ConnectError::Refused(
+                    value["message"].as_str().unwrap_or("").to_owned(),
+                ));
             }
         };
 
@@ -102,12 +115,12 @@ impl SocketClient {
                     }
                 } else if let Some(rest) = packet.strip_prefix("42") {
                     let (_, body) = split_id(rest);
-                    if let Ok(Value::Array(mut items)) = serde_json::from_str::<Value>(body) {
-                        if !items.is_empty() {
-                            let name = items.remove(0).as_str().unwrap_or("").to_owned();
-                            let data = items.into_iter().next().unwrap_or(Value::Null);
-                            let _ = event_tx.send((name, data));
-                        }
+                    if let Ok(Value::Array(mut items)) = serde_json::from_str::<Value>(body)
+                        && !items.is_empty()
+                    {
+                        let name = items.remove(0).as_str().unwrap_or("").to_owned();
+                        let data = items.into_iter().next().unwrap_or(Value::Null);
+                        let _ = event_tx.send((name, data));
                     }
                 }
             }
@@ -128,7 +141,9 @@ impl SocketClient {
 
     /// Connects with `{token}`; panics if refused.
     pub async fn with_token(addr: SocketAddr, token: &str) -> SocketClient {
-        Self::connect(addr, Some(json!({ "token": token }))).await.expect("socket connects")
+        Self::connect(addr, Some(json!({ "token": token })))
+            .await
+            .expect("socket connects")
     }
 
     /// Emits `event` and waits (up to 5 s) for its acknowledgement.
@@ -167,7 +182,9 @@ impl SocketClient {
     /// Asserts no event named `name` arrives within `wait`.
     pub async fn expect_no_event(&mut self, name: &str, wait: Duration) {
         let deadline = tokio::time::Instant::now() + wait;
-        while let Ok(Some((event, data))) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+        while let Ok(Some((event, data))) =
+            tokio::time::timeout_at(deadline, self.events.recv()).await
+        {
             assert_ne!(event, name, "unexpected {name}: {data}");
         }
     }
@@ -181,12 +198,15 @@ impl SocketClient {
         if self.closed_flag.load(Ordering::SeqCst) {
             return true;
         }
-        tokio::time::timeout(wait, notified).await.is_ok() || self.closed_flag.load(Ordering::SeqCst)
+        tokio::time::timeout(wait, notified).await.is_ok()
+            || self.closed_flag.load(Ordering::SeqCst)
     }
 }
 
 fn split_id(rest: &str) -> (Option<u64>, &str) {
-    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let id = rest[..digits].parse().ok();
     (id, &rest[digits..])
 }

@@ -22,21 +22,36 @@ async fn registering_returns_the_user_and_a_token_pair(backend: Backend) {
     let srv = TestServer::start(backend).await;
     let reply = srv
         .client()
-        .post("/api/v1/auth/register", json!({"email": "Ada@Example.com", "password": "analytical", "name": "Ada"}))
+        .post(
+            "/api/v1/auth/register",
+            json!({"email": "Ada@Example.com", "password": "analytical", "name": "Ada"}),
+        )
         .await;
     assert_eq!(reply.status, 201);
     let data = reply.data();
     let user = &data["user"];
-    assert_eq!(user["email"], "ada@example.com", "emails are normalised to lower case");
+    assert_eq!(
+        user["email"], "ada@example.com",
+        "emails are normalised to lower case"
+    );
     assert_eq!(user["name"], "Ada");
     assert_eq!(user["role"], "student", "role defaults to student");
-    assert_eq!(uuid::Uuid::parse_str(user["id"].as_str().unwrap()).unwrap().get_version_num(), 7);
+    assert_eq!(
+        uuid::Uuid::parse_str(user["id"].as_str().unwrap())
+            .unwrap()
+            .get_version_num(),
+        7
+    );
     assert!(chrono::DateTime::parse_from_rfc3339(user["createdAt"].as_str().unwrap()).is_ok());
     assert!(user.get("passwordHash").is_none() && user.get("password_hash").is_none());
     assert_eq!(data["accessToken"].as_str().unwrap().split('.').count(), 3);
     assert!(data["refreshToken"].as_str().unwrap().len() >= 43);
 
-    let me = srv.client().bearer(data["accessToken"].as_str().unwrap()).get("/api/v1/auth/me").await;
+    let me = srv
+        .client()
+        .bearer(data["accessToken"].as_str().unwrap())
+        .get("/api/v1/auth/me")
+        .await;
     assert_eq!(me.data(), *user);
 
     let teacher = srv
@@ -49,10 +64,19 @@ async fn registering_returns_the_user_and_a_token_pair(backend: Backend) {
 async fn a_duplicate_email_is_a_conflict_whatever_its_case(backend: Backend) {
     let srv = TestServer::start(backend).await;
     let body = json!({"email": "grace@example.com", "password": "compiler1", "name": "Grace"});
-    assert_eq!(srv.client().post("/api/v1/auth/register", body).await.status, 201);
+    assert_eq!(
+        srv.client()
+            .post("/api/v1/auth/register", body)
+            .await
+            .status,
+        201
+    );
     let again = srv
         .client()
-        .post("/api/v1/auth/register", json!({"email": "GRACE@example.com", "password": "compiler2", "name": "G"}))
+        .post(
+            "/api/v1/auth/register",
+            json!({"email": "GRACE@example.com", "password": "compiler2", "name": "G"}),
+        )
         .await;
     again.assert_error(409, "CONFLICT");
 }
@@ -61,29 +85,59 @@ async fn registration_input_is_validated_field_by_field(backend: Backend) {
     let srv = TestServer::start(backend).await;
     let cases = [
         (json!({"password": "longenough", "name": "N"}), "email"),
-        (json!({"email": "not-an-email", "password": "longenough", "name": "N"}), "email"),
-        (json!({"email": "a@example.com", "password": "short", "name": "N"}), "password"),
-        (json!({"email": "a@example.com", "password": "longenough", "name": "   "}), "name"),
-        (json!({"email": "a@example.com", "password": "longenough"}), "name"),
-        (json!({"email": "a@example.com", "password": "longenough", "name": "N", "role": "admin"}), "role"),
-        (json!({"email": "a@example.com", "password": "longenough", "name": "N", "role": 7}), "role"),
-        (json!({"email": "a@example.com", "password": "longenough", "name": "x".repeat(101)}), "name"),
+        (
+            json!({"email": "not-an-email", "password": "longenough", "name": "N"}),
+            "email",
+        ),
+        (
+            json!({"email": "a@example.com", "password": "short", "name": "N"}),
+            "password",
+        ),
+        (
+            json!({"email": "a@example.com", "password": "longenough", "name": "   "}),
+            "name",
+        ),
+        (
+            json!({"email": "a@example.com", "password": "longenough"}),
+            "name",
+        ),
+        (
+            json!({"email": "a@example.com", "password": "longenough", "name": "N", "role": "admin"}),
+            "role",
+        ),
+        (
+            json!({"email": "a@example.com", "password": "longenough", "name": "N", "role": 7}),
+            "role",
+        ),
+        (
+            json!({"email": "a@example.com", "password": "longenough", "name": "x".repeat(101)}),
+            "name",
+        ),
     ];
     for (body, field) in cases {
-        let reply = srv.client().post("/api/v1/auth/register", body.clone()).await;
+        let reply = srv
+            .client()
+            .post("/api/v1/auth/register", body.clone())
+            .await;
         reply.assert_error(400, "VALIDATION_FAILED");
         assert_eq!(reply.field(), field, "for {body}");
     }
     // Eight characters counted as code points, not bytes: "ééééééé" is 7.
     let reply = srv
         .client()
-        .post("/api/v1/auth/register", json!({"email": "b@example.com", "password": "ééééééé", "name": "N"}))
+        .post(
+            "/api/v1/auth/register",
+            json!({"email": "b@example.com", "password": "ééééééé", "name": "N"}),
+        )
         .await;
     assert_eq!(reply.field(), "password");
     // Nothing was created by any of these.
     let login = srv
         .client()
-        .post("/api/v1/auth/login", json!({"email": "a@example.com", "password": "longenough"}))
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": "a@example.com", "password": "longenough"}),
+        )
         .await;
     login.assert_error(401, "UNAUTHORIZED");
 }
@@ -91,14 +145,22 @@ async fn registration_input_is_validated_field_by_field(backend: Backend) {
 async fn malformed_bodies_are_validation_errors(backend: Backend) {
     let srv = TestServer::start(backend).await;
     let client = srv.client();
-    let reply = client.post_raw("/api/v1/auth/register", "application/json", "{\"email\": ").await;
+    let reply = client
+        .post_raw("/api/v1/auth/register", "application/json", "{\"email\": ")
+        .await;
     reply.assert_error(400, "VALIDATION_FAILED");
     assert_eq!(reply.field(), "body");
-    let reply = client.post_raw("/api/v1/auth/register", "text/plain", "hello").await;
+    let reply = client
+        .post_raw("/api/v1/auth/register", "text/plain", "hello")
+        .await;
     reply.assert_error(400, "VALIDATION_FAILED");
-    let reply = client.post_raw("/api/v1/auth/register", "application/json", "[1, 2]").await;
+    let reply = client
+        .post_raw("/api/v1/auth/register", "application/json", "[1, 2]")
+        .await;
     reply.assert_error(400, "VALIDATION_FAILED");
-    let reply = client.post_raw("/api/v1/auth/login", "application/json", "").await;
+    let reply = client
+        .post_raw("/api/v1/auth/login", "application/json", "")
+        .await;
     reply.assert_error(400, "VALIDATION_FAILED");
 }
 
@@ -107,23 +169,39 @@ async fn logging_in_checks_the_password_without_revealing_accounts(backend: Back
     let ada = srv.register("student").await;
     let ok = srv
         .client()
-        .post("/api/v1/auth/login", json!({"email": ada.email.to_uppercase(), "password": ada.password}))
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": ada.email.to_uppercase(), "password": ada.password}),
+        )
         .await;
     let data = ok.data();
     assert_eq!(data["user"]["id"], ada.id.as_str());
-    assert_ne!(data["refreshToken"], ada.refresh.as_str(), "each login starts a new token family");
+    assert_ne!(
+        data["refreshToken"],
+        ada.refresh.as_str(),
+        "each login starts a new token family"
+    );
 
     let wrong = srv
         .client()
-        .post("/api/v1/auth/login", json!({"email": ada.email, "password": "not the password"}))
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": ada.email, "password": "not the password"}),
+        )
         .await;
     wrong.assert_error(401, "UNAUTHORIZED");
     let unknown = srv
         .client()
-        .post("/api/v1/auth/login", json!({"email": "nobody@example.com", "password": "not the password"}))
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": "nobody@example.com", "password": "not the password"}),
+        )
         .await;
     unknown.assert_error(401, "UNAUTHORIZED");
-    assert_eq!(wrong.body["error"]["message"], unknown.body["error"]["message"]);
+    assert_eq!(
+        wrong.body["error"]["message"],
+        unknown.body["error"]["message"]
+    );
 }
 
 async fn repeated_failed_logins_are_rate_limited(backend: Backend) {
@@ -134,17 +212,39 @@ async fn repeated_failed_logins_are_rate_limited(backend: Backend) {
     .await;
     let ada = srv.register("student").await;
     for _ in 0..3 {
-        let reply = srv.client().post("/api/v1/auth/login", json!({"email": ada.email, "password": "guess-guess"})).await;
+        let reply = srv
+            .client()
+            .post(
+                "/api/v1/auth/login",
+                json!({"email": ada.email, "password": "guess-guess"}),
+            )
+            .await;
         reply.assert_error(401, "UNAUTHORIZED");
     }
     // Now even the right password waits out the window: the limiter answers before checking.
-    let limited = srv.client().post("/api/v1/auth/login", json!({"email": ada.email, "password": ada.password})).await;
+    let limited = srv
+        .client()
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": ada.email, "password": ada.password}),
+        )
+        .await;
     limited.assert_error(429, "RATE_LIMITED");
-    let retry: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!(retry >= 1 && retry <= 15 * 60, "Retry-After {retry}");
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=15 * 60).contains(&retry), "Retry-After {retry}");
     // Another account is unaffected by this email's failures.
     let bob = srv.register("student").await;
-    let reply = srv.client().post("/api/v1/auth/login", json!({"email": bob.email, "password": bob.password})).await;
+    let reply = srv
+        .client()
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": bob.email, "password": bob.password}),
+        )
+        .await;
     assert_eq!(reply.status, 200);
 
     // Per-IP throttling catches spraying across many emails.
@@ -156,40 +256,89 @@ async fn repeated_failed_logins_are_rate_limited(backend: Backend) {
     for i in 0..4 {
         let reply = srv
             .client()
-            .post("/api/v1/auth/login", json!({"email": format!("spray{i}@example.com"), "password": "password1"}))
+            .post(
+                "/api/v1/auth/login",
+                json!({"email": format!("spray{i}@example.com"), "password": "password1"}),
+            )
             .await;
         reply.assert_error(401, "UNAUTHORIZED");
     }
-    let reply = srv.client().post("/api/v1/auth/login", json!({"email": "spray9@example.com", "password": "password1"})).await;
+    let reply = srv
+        .client()
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": "spray9@example.com", "password": "password1"}),
+        )
+        .await;
     reply.assert_error(429, "RATE_LIMITED");
 }
 
 async fn refresh_tokens_rotate_and_reuse_revokes_the_family(backend: Backend) {
     let srv = TestServer::start(backend).await;
     let ada = srv.register("student").await;
-    let first = srv.client().post("/api/v1/auth/refresh", json!({"refreshToken": ada.refresh})).await;
+    let first = srv
+        .client()
+        .post("/api/v1/auth/refresh", json!({"refreshToken": ada.refresh}))
+        .await;
     let first = first.data();
     let access = first["accessToken"].as_str().unwrap();
     let second_refresh = first["refreshToken"].as_str().unwrap();
     assert_ne!(second_refresh, ada.refresh);
-    assert_eq!(srv.client().bearer(access).get("/api/v1/auth/me").await.status, 200);
+    assert_eq!(
+        srv.client()
+            .bearer(access)
+            .get("/api/v1/auth/me")
+            .await
+            .status,
+        200
+    );
 
     // The successor works once.
-    let second = srv.client().post("/api/v1/auth/refresh", json!({"refreshToken": second_refresh})).await;
+    let second = srv
+        .client()
+        .post(
+            "/api/v1/auth/refresh",
+            json!({"refreshToken": second_refresh}),
+        )
+        .await;
     let third_refresh = second.data()["refreshToken"].as_str().unwrap().to_owned();
 
     // Replaying the original (already rotated) token is reuse: refused, and the family dies.
-    let replay = srv.client().post("/api/v1/auth/refresh", json!({"refreshToken": ada.refresh})).await;
+    let replay = srv
+        .client()
+        .post("/api/v1/auth/refresh", json!({"refreshToken": ada.refresh}))
+        .await;
     replay.assert_error(401, "UNAUTHORIZED");
-    let after = srv.client().post("/api/v1/auth/refresh", json!({"refreshToken": third_refresh})).await;
+    let after = srv
+        .client()
+        .post(
+            "/api/v1/auth/refresh",
+            json!({"refreshToken": third_refresh}),
+        )
+        .await;
     after.assert_error(401, "UNAUTHORIZED");
 
     // Other families (another login) are untouched.
-    let login = srv.client().post("/api/v1/auth/login", json!({"email": ada.email, "password": ada.password})).await;
+    let login = srv
+        .client()
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": ada.email, "password": ada.password}),
+        )
+        .await;
     let other = login.data()["refreshToken"].as_str().unwrap().to_owned();
-    assert_eq!(srv.client().post("/api/v1/auth/refresh", json!({"refreshToken": other})).await.status, 200);
+    assert_eq!(
+        srv.client()
+            .post("/api/v1/auth/refresh", json!({"refreshToken": other}))
+            .await
+            .status,
+        200
+    );
 
-    let garbage = srv.client().post("/api/v1/auth/refresh", json!({"refreshToken": "nope"})).await;
+    let garbage = srv
+        .client()
+        .post("/api/v1/auth/refresh", json!({"refreshToken": "nope"}))
+        .await;
     garbage.assert_error(401, "UNAUTHORIZED");
     let missing = srv.client().post("/api/v1/auth/refresh", json!({})).await;
     missing.assert_error(400, "VALIDATION_FAILED");
@@ -199,13 +348,22 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(backend: Backend) {
 async fn logout_revokes_and_is_idempotent(backend: Backend) {
     let srv = TestServer::start(backend).await;
     let ada = srv.register("student").await;
-    let reply = srv.client().post("/api/v1/auth/logout", json!({"refreshToken": ada.refresh})).await;
+    let reply = srv
+        .client()
+        .post("/api/v1/auth/logout", json!({"refreshToken": ada.refresh}))
+        .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.data(), json!({}));
-    let refresh = srv.client().post("/api/v1/auth/refresh", json!({"refreshToken": ada.refresh})).await;
+    let refresh = srv
+        .client()
+        .post("/api/v1/auth/refresh", json!({"refreshToken": ada.refresh}))
+        .await;
     refresh.assert_error(401, "UNAUTHORIZED");
     for token in [ada.refresh.as_str(), "never-issued"] {
-        let again = srv.client().post("/api/v1/auth/logout", json!({"refreshToken": token})).await;
+        let again = srv
+            .client()
+            .post("/api/v1/auth/logout", json!({"refreshToken": token}))
+            .await;
         assert_eq!((again.status, again.data()), (200, json!({})));
     }
 }
@@ -213,11 +371,26 @@ async fn logout_revokes_and_is_idempotent(backend: Backend) {
 async fn me_requires_a_valid_bearer_token(backend: Backend) {
     let srv = TestServer::start(backend).await;
     let client = srv.client();
-    client.get("/api/v1/auth/me").await.assert_error(401, "UNAUTHORIZED");
-    client.bearer("").get("/api/v1/auth/me").await.assert_error(401, "UNAUTHORIZED");
-    client.bearer("abc.def.ghi").get("/api/v1/auth/me").await.assert_error(401, "UNAUTHORIZED");
+    client
+        .get("/api/v1/auth/me")
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+    client
+        .bearer("")
+        .get("/api/v1/auth/me")
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+    client
+        .bearer("abc.def.ghi")
+        .get("/api/v1/auth/me")
+        .await
+        .assert_error(401, "UNAUTHORIZED");
     let reply = client
-        .send(client.request(reqwest::Method::GET, "/api/v1/auth/me").header("authorization", "Basic dXNlcjpwYXNz"))
+        .send(
+            client
+                .request(reqwest::Method::GET, "/api/v1/auth/me")
+                .header("authorization", "Basic dXNlcjpwYXNz"),
+        )
         .await;
     reply.assert_error(401, "UNAUTHORIZED");
 }
@@ -228,7 +401,10 @@ fn sign(header: &Value, claims: &Value, secret: &[u8]) -> String {
     let body = URL_SAFE_NO_PAD.encode(claims.to_string());
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
     mac.update(format!("{head}.{body}").as_bytes());
-    format!("{head}.{body}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    format!(
+        "{head}.{body}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
 }
 
 async fn forged_and_expired_tokens_are_refused(backend: Backend) {
@@ -249,7 +425,12 @@ async fn forged_and_expired_tokens_are_refused(backend: Backend) {
 
     // Sanity: a token we sign ourselves with the server's secret is accepted, so the refusals
     // below are about what was changed.
-    assert_eq!(me(sign(&hs256, &claims, JWT_SECRET.as_bytes())).await.status, 200);
+    assert_eq!(
+        me(sign(&hs256, &claims, JWT_SECRET.as_bytes()))
+            .await
+            .status,
+        200
+    );
 
     // alg: none with no signature.
     let none = format!(
@@ -261,7 +442,12 @@ async fn forged_and_expired_tokens_are_refused(backend: Backend) {
     // An edited payload under the original signature (promoting ourselves to admin).
     let mut promoted = claims.clone();
     promoted["role"] = json!("admin");
-    let edited = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(promoted.to_string()), parts[2]);
+    let edited = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(promoted.to_string()),
+        parts[2]
+    );
     me(edited).await.assert_error(401, "UNAUTHORIZED");
     // A different algorithm, correctly signed with the right secret.
     let hs512 = {
@@ -269,28 +455,42 @@ async fn forged_and_expired_tokens_are_refused(backend: Backend) {
         let head = URL_SAFE_NO_PAD.encode(json!({"alg": "HS512", "typ": "JWT"}).to_string());
         let mut mac = Hmac::<sha2::Sha512>::new_from_slice(JWT_SECRET.as_bytes()).unwrap();
         mac.update(format!("{head}.{}", parts[1]).as_bytes());
-        format!("{head}.{}.{}", parts[1], URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        format!(
+            "{head}.{}.{}",
+            parts[1],
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
     };
     me(hs512).await.assert_error(401, "UNAUTHORIZED");
     // The wrong secret.
-    me(sign(&hs256, &claims, b"another-secret-another-secret-xx")).await.assert_error(401, "UNAUTHORIZED");
+    me(sign(&hs256, &claims, b"another-secret-another-secret-xx"))
+        .await
+        .assert_error(401, "UNAUTHORIZED");
     // Expired.
     let mut expired = claims.clone();
     expired["iat"] = json!(now - 3600);
     expired["nbf"] = json!(now - 3600);
     expired["exp"] = json!(now - 600);
-    me(sign(&hs256, &expired, JWT_SECRET.as_bytes())).await.assert_error(401, "UNAUTHORIZED");
+    me(sign(&hs256, &expired, JWT_SECRET.as_bytes()))
+        .await
+        .assert_error(401, "UNAUTHORIZED");
     // Not yet valid.
     let mut early = claims.clone();
     early["nbf"] = json!(now + 600);
-    me(sign(&hs256, &early, JWT_SECRET.as_bytes())).await.assert_error(401, "UNAUTHORIZED");
+    me(sign(&hs256, &early, JWT_SECRET.as_bytes()))
+        .await
+        .assert_error(401, "UNAUTHORIZED");
     // Another issuer or audience.
     let mut foreign = claims.clone();
     foreign["aud"] = json!("someone-else");
-    me(sign(&hs256, &foreign, JWT_SECRET.as_bytes())).await.assert_error(401, "UNAUTHORIZED");
+    me(sign(&hs256, &foreign, JWT_SECRET.as_bytes()))
+        .await
+        .assert_error(401, "UNAUTHORIZED");
     let mut foreign = claims.clone();
     foreign["iss"] = json!("someone-else");
-    me(sign(&hs256, &foreign, JWT_SECRET.as_bytes())).await.assert_error(401, "UNAUTHORIZED");
+    me(sign(&hs256, &foreign, JWT_SECRET.as_bytes()))
+        .await
+        .assert_error(401, "UNAUTHORIZED");
 }
 
 async fn eight_concurrent_registrations_with_one_email_give_one_account(backend: Backend) {
@@ -306,7 +506,11 @@ async fn eight_concurrent_registrations_with_one_email_give_one_account(backend:
     let replies = futures::future::join_all(attempts).await;
     let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     statuses.sort();
-    assert_eq!(statuses, vec![201, 409, 409, 409, 409, 409, 409, 409], "{replies:?}");
+    assert_eq!(
+        statuses,
+        vec![201, 409, 409, 409, 409, 409, 409, 409],
+        "{replies:?}"
+    );
     for reply in replies.iter().filter(|r| r.status == 409) {
         assert_eq!(reply.code(), "CONFLICT");
     }

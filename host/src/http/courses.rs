@@ -24,7 +24,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/courses", get(list).post(create))
         .route("/courses/{id}", get(show).patch(update).delete(remove))
-        .route("/courses/{id}/enrollments", get(list_enrollments).post(enroll))
+        .route(
+            "/courses/{id}/enrollments",
+            get(list_enrollments).post(enroll),
+        )
         .route("/courses/{id}/enrollments/{user_id}", delete(unenroll))
 }
 
@@ -42,22 +45,42 @@ pub struct CourseQuery {
 #[utoipa::path(post, path = "/api/v1/courses", tag = "courses", security(("bearer" = [])), request_body = CreateCourse,
     responses((status = 201, body = Course), (status = 400, description = "VALIDATION_FAILED"),
               (status = 403, description = "FORBIDDEN: students cannot create courses")))]
-pub async fn create(State(state): State<AppState>, AuthUser(actor): AuthUser, Json(input): Json<CreateCourse>) -> AppResult<Created<Course>> {
+pub async fn create(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+    Json(input): Json<CreateCourse>,
+) -> AppResult<Created<Course>> {
     state.courses.create(&actor, input).await.map(Created)
 }
 
 /// List courses, newest first.
 #[utoipa::path(get, path = "/api/v1/courses", tag = "courses", security(("bearer" = [])), params(CourseQuery),
     responses((status = 200, body = Page<Course>)))]
-pub async fn list(State(state): State<AppState>, AuthUser(actor): AuthUser, Query(query): Query<CourseQuery>) -> AppResult<ApiJson<Page<Course>>> {
-    let page = PageQuery { cursor: query.cursor, limit: query.limit }.parse()?;
-    state.courses.list(&actor, query.mine, page).await.map(ApiJson)
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+    Query(query): Query<CourseQuery>,
+) -> AppResult<ApiJson<Page<Course>>> {
+    let page = PageQuery {
+        cursor: query.cursor,
+        limit: query.limit,
+    }
+    .parse()?;
+    state
+        .courses
+        .list(&actor, query.mine, page)
+        .await
+        .map(ApiJson)
 }
 
 /// One course (visible to anyone signed in).
 #[utoipa::path(get, path = "/api/v1/courses/{id}", tag = "courses", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = Course), (status = 404, description = "NOT_FOUND")))]
-pub async fn show(State(state): State<AppState>, AuthUser(_actor): AuthUser, Path(id): Path<CourseId>) -> AppResult<ApiJson<Course>> {
+pub async fn show(
+    State(state): State<AppState>,
+    AuthUser(_actor): AuthUser,
+    Path(id): Path<CourseId>,
+) -> AppResult<ApiJson<Course>> {
     state.courses.get(id).await.map(ApiJson)
 }
 
@@ -77,7 +100,11 @@ pub async fn update(
 /// Delete a course with its enrollments and sessions (its instructor, admins).
 #[utoipa::path(delete, path = "/api/v1/courses/{id}", tag = "courses", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, description = "`{}`"), (status = 403, description = "FORBIDDEN"), (status = 404, description = "NOT_FOUND")))]
-pub async fn remove(State(state): State<AppState>, AuthUser(actor): AuthUser, Path(id): Path<CourseId>) -> AppResult<ApiJson<Value>> {
+pub async fn remove(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+    Path(id): Path<CourseId>,
+) -> AppResult<ApiJson<Value>> {
     state.courses.delete(&actor, id).await?;
     Ok(ApiJson(json!({})))
 }
@@ -107,7 +134,11 @@ pub async fn list_enrollments(
     Query(query): Query<PageQuery>,
 ) -> AppResult<ApiJson<Page<Enrollment>>> {
     let page = query.parse()?;
-    state.courses.list_enrollments(&actor, id, page).await.map(ApiJson)
+    state
+        .courses
+        .list_enrollments(&actor, id, page)
+        .await
+        .map(ApiJson)
 }
 
 /// Remove an enrollment (the enrolled user, the instructor, admins).

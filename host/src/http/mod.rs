@@ -40,8 +40,8 @@ fn api() -> Router<AppState> {
 
 pub fn router(state: AppState) -> Router {
     let max_body = usize::try_from(state.config.max_json_body).unwrap_or(usize::MAX);
-    let cors = cors_layer(&state.config.cors_origins);
-    Router::new()
+    let cors = state.config.cors_origins.clone();
+    let routes = Router::new()
         .nest("/api/v1", api())
         .merge(ops::router())
         .merge(docs::router())
@@ -49,36 +49,62 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(telemetry::track_http))
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                    let id = request
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    // The path only: query strings can carry signed-URL signatures.
-                    tracing::info_span!("http", request_id = %id, method = %request.method(), path = %request.uri().path())
-                }))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(cors),
-        )
+        .with_state(state);
+    with_middleware(routes, &cors)
+}
+
+/// The layers around every request: request ids, tracing spans (tokens never logged),
+/// panics answered as INTERNAL in the envelope, CORS.
+fn with_middleware(routes: Router, cors: &[String]) -> Router {
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                // The path only: query strings can carry signed-URL signatures.
+                tracing::info_span!("http", request_id = %id, method = %request.method(), path = %request.uri().path())
+            }))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(cors_layer(cors)),
+    )
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::RANGE, header::IF_NONE_MATCH])
-        .expose_headers([header::CONTENT_RANGE, header::CONTENT_DISPOSITION, header::RETRY_AFTER, header::ETAG, REQUEST_ID])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::RANGE,
+            header::IF_NONE_MATCH,
+        ])
+        .expose_headers([
+            header::CONTENT_RANGE,
+            header::CONTENT_DISPOSITION,
+            header::RETRY_AFTER,
+            header::ETAG,
+            REQUEST_ID,
+        ])
         .max_age(Duration::from_secs(600));
     if origins.iter().any(|o| o == "*") {
         layer.allow_origin(AnyOrigin)
     } else {
-        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
         layer.allow_origin(AllowOrigin::list(list))
     }
 }
@@ -93,4 +119,31 @@ async fn method_not_allowed() -> AppError {
 
 fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
     AppError::Internal(anyhow::anyhow!("a request handler panicked")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, routing::get};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_the_envelope_without_details() {
+        async fn boom() -> &'static str {
+            panic!("secret internal detail")
+        }
+        let app = with_middleware(Router::new().route("/boom", get(boom)), &[]);
+        let response = app
+            .oneshot(Request::builder().uri("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 500);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["success"], false);
+        assert_eq!(json["error"]["code"], "INTERNAL");
+        assert!(!String::from_utf8_lossy(&body).contains("secret internal detail"));
+    }
 }

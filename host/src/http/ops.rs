@@ -28,9 +28,13 @@ pub async fn health() -> impl IntoResponse {
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, description = "ready"), (status = 503, description = "UNAVAILABLE")))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let database = tokio::time::timeout(std::time::Duration::from_secs(3), state.store.ping()).await;
+    let database =
+        tokio::time::timeout(std::time::Duration::from_secs(3), state.store.ping()).await;
     match database {
-        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "success": true, "data": { "database": "ok" } }))),
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            Json(json!({ "success": true, "data": { "database": "ok" } })),
+        ),
         Ok(Err(error)) => {
             tracing::warn!(%error, "readiness check failed");
             unavailable()
@@ -56,7 +60,10 @@ fn unavailable() -> (StatusCode, Json<serde_json::Value>) {
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

@@ -54,21 +54,33 @@ pub async fn list(
 /// One session (members of its course).
 #[utoipa::path(get, path = "/api/v1/sessions/{id}", tag = "sessions", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = LiveSession), (status = 403, description = "FORBIDDEN"), (status = 404, description = "NOT_FOUND")))]
-pub async fn show(State(state): State<AppState>, AuthUser(actor): AuthUser, Path(id): Path<SessionId>) -> AppResult<ApiJson<LiveSession>> {
+pub async fn show(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+    Path(id): Path<SessionId>,
+) -> AppResult<ApiJson<LiveSession>> {
     state.sessions.get(&actor, id).await.map(ApiJson)
 }
 
 /// Go live: `scheduled` → `live` (the course's instructor, admins).
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/start", tag = "sessions", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = LiveSession), (status = 403, description = "FORBIDDEN"), (status = 409, description = "CONFLICT: not scheduled")))]
-pub async fn start(State(state): State<AppState>, AuthUser(actor): AuthUser, Path(id): Path<SessionId>) -> AppResult<ApiJson<LiveSession>> {
+pub async fn start(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+    Path(id): Path<SessionId>,
+) -> AppResult<ApiJson<LiveSession>> {
     state.sessions.start(&actor, id).await.map(ApiJson)
 }
 
 /// End the session; everyone in it is told and their attendance closed.
 #[utoipa::path(post, path = "/api/v1/sessions/{id}/end", tag = "sessions", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = LiveSession), (status = 403, description = "FORBIDDEN"), (status = 409, description = "CONFLICT: already ended")))]
-pub async fn end(State(state): State<AppState>, AuthUser(actor): AuthUser, Path(id): Path<SessionId>) -> AppResult<ApiJson<LiveSession>> {
+pub async fn end(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+    Path(id): Path<SessionId>,
+) -> AppResult<ApiJson<LiveSession>> {
     state.sessions.end(&actor, id).await.map(ApiJson)
 }
 
@@ -83,12 +95,19 @@ pub async fn participants(
     Query(query): Query<PageQuery>,
 ) -> AppResult<ApiJson<Page<Participant>>> {
     let page = query.parse()?;
-    state.sessions.participants(&actor, id, page).await.map(ApiJson)
+    state
+        .sessions
+        .participants(&actor, id, page)
+        .await
+        .map(ApiJson)
 }
 
 /// STUN/TURN servers for `RTCPeerConnection`, with short-lived TURN credentials.
 #[utoipa::path(get, path = "/api/v1/webrtc/ice-servers", tag = "sessions", security(("bearer" = [])),
     responses((status = 200, body = IceServers)))]
-pub async fn ice_servers(State(state): State<AppState>, AuthUser(actor): AuthUser) -> AppResult<ApiJson<IceServers>> {
+pub async fn ice_servers(
+    State(state): State<AppState>,
+    AuthUser(actor): AuthUser,
+) -> AppResult<ApiJson<IceServers>> {
     Ok(ApiJson(state.ice.for_user(actor.id)))
 }

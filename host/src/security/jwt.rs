@@ -76,7 +76,11 @@ impl JwtKeys {
             jti: Uuid::now_v7(),
             sid: family,
         };
-        Ok(encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
+        Ok(encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, InvalidToken> {
@@ -96,11 +100,14 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_other_keys() {
-        let token = keys().issue(UserId::new(), Role::Student, TokenFamilyId::new()).unwrap();
+        let token = keys()
+            .issue(UserId::new(), Role::Student, TokenFamilyId::new())
+            .unwrap();
         assert!(keys().verify(&token).is_ok());
         let other = JwtKeys::new(&[8u8; 32], "lyceum", "lyceum-api", Duration::from_secs(60));
         assert!(other.verify(&token).is_err());
-        let other_audience = JwtKeys::new(&[7u8; 32], "lyceum", "elsewhere", Duration::from_secs(60));
+        let other_audience =
+            JwtKeys::new(&[7u8; 32], "lyceum", "elsewhere", Duration::from_secs(60));
         assert!(other_audience.verify(&token).is_err());
     }
 }

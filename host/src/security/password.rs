@@ -38,10 +38,15 @@ impl PasswordHasher {
         let exists = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
         let ok = tokio::task::spawn_blocking(move || {
-            let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
+            let parsed =
+                PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
             // Verification uses the parameters recorded in the hash itself, so hashes made
             // under older settings keep working after the configuration changes.
-            Ok::<_, anyhow::Error>(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            Ok::<_, anyhow::Error>(
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok(),
+            )
         })
         .await??;
         Ok(ok && exists)
@@ -66,12 +71,24 @@ mod tests {
         let hasher = PasswordHasher::new(8 * 1024, 1).unwrap();
         let hash = hasher.hash("correct horse".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(hasher.verify("correct horse".into(), Some(hash.clone())).await.unwrap());
-        assert!(!hasher.verify("wrong horse".into(), Some(hash)).await.unwrap());
+        assert!(
+            hasher
+                .verify("correct horse".into(), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify("wrong horse".into(), Some(hash))
+                .await
+                .unwrap()
+        );
         // No account: even the dummy's own password is refused.
-        assert!(!hasher
-            .verify("lyceum-dummy-password-for-unknown-emails".into(), None)
-            .await
-            .unwrap());
+        assert!(
+            !hasher
+                .verify("lyceum-dummy-password-for-unknown-emails".into(), None)
+                .await
+                .unwrap()
+        );
     }
 }

@@ -64,7 +64,9 @@ impl CourseAccess {
         if self.is_member(actor, &course).await? {
             Ok(course)
         } else {
-            Err(AppError::Forbidden("you are not a member of this course".into()))
+            Err(AppError::Forbidden(
+                "you are not a member of this course".into(),
+            ))
         }
     }
 
@@ -74,7 +76,9 @@ impl CourseAccess {
         if actor.manages(&course) {
             Ok(course)
         } else {
-            Err(AppError::Forbidden("only the course's instructor may do this".into()))
+            Err(AppError::Forbidden(
+                "only the course's instructor may do this".into(),
+            ))
         }
     }
 }

@@ -110,11 +110,21 @@ impl AuthService {
     }
 
     /// Creates an account; `role` may be anything, since the CLI uses this to make admins.
-    pub async fn create_user(&self, email: &str, password: &str, name: &str, role: Role) -> AppResult<User> {
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        name: &str,
+        role: Role,
+    ) -> AppResult<User> {
         let email = validate::email(email)?;
         validate::password(password)?;
         let name = validate::text("name", name, 1, 100)?;
-        let hash = self.hasher.hash(password.to_owned()).await.map_err(AppError::internal)?;
+        let hash = self
+            .hasher
+            .hash(password.to_owned())
+            .await
+            .map_err(AppError::internal)?;
         let user = User {
             id: UserId::new(),
             email,
@@ -131,10 +141,15 @@ impl AuthService {
             None | Some("student") => Role::Student,
             Some("instructor") => Role::Instructor,
             Some(_) => {
-                return Err(AppError::validation("role", "role must be \"student\" or \"instructor\""));
+                return Err(AppError::validation(
+                    "role",
+                    "role must be \"student\" or \"instructor\"",
+                ));
             }
         };
-        let user = self.create_user(&input.email, &input.password, &input.name, role).await?;
+        let user = self
+            .create_user(&input.email, &input.password, &input.name, role)
+            .await?;
         tracing::info!(user_id = %user.id, role = %user.role, "user registered");
         self.start_session(user).await
     }
@@ -144,12 +159,18 @@ impl AuthService {
             return Err(AppError::validation("email", "email must not be empty"));
         }
         if input.password.is_empty() {
-            return Err(AppError::validation("password", "password must not be empty"));
+            return Err(AppError::validation(
+                "password",
+                "password must not be empty",
+            ));
         }
         let email = input.email.trim().to_lowercase();
         let email_key = format!("login:email:{email}");
         let ip_key = format!("login:ip:{ip}");
-        for (key, limit) in [(&email_key, self.throttle.per_email), (&ip_key, self.throttle.per_ip)] {
+        for (key, limit) in [
+            (&email_key, self.throttle.per_email),
+            (&ip_key, self.throttle.per_ip),
+        ] {
             if let Err(limited) = self.limiter.check(key, limit).await {
                 return Err(AppError::RateLimited {
                     retry_after: limited.retry_after,
@@ -266,7 +287,10 @@ impl AuthService {
         let family = TokenFamilyId::new();
         let (plain, token) = self.new_refresh_token(user.id, family);
         self.store.insert_refresh_token(&token).await?;
-        let access_token = self.jwt.issue(user.id, user.role, family).map_err(AppError::internal)?;
+        let access_token = self
+            .jwt
+            .issue(user.id, user.role, family)
+            .map_err(AppError::internal)?;
         Ok(Session {
             user,
             access_token,
@@ -277,7 +301,8 @@ impl AuthService {
     fn new_refresh_token(&self, user: UserId, family: TokenFamilyId) -> (String, NewRefreshToken) {
         let plain = refresh::generate();
         let created_at = now();
-        let ttl = chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30));
+        let ttl =
+            chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30));
         let token = NewRefreshToken {
             id: Uuid::now_v7(),
             family_id: family,

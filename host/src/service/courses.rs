@@ -6,12 +6,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
-use super::{
-    Actor,
-    access::CourseAccess,
-    paging::PageRequest,
-    validate,
-};
+use super::{Actor, access::CourseAccess, paging::PageRequest, validate};
 use crate::{
     domain::{Course, CourseId, Enrollment, Page, Role, RoomId, UserId, now},
     error::{AppError, AppResult},
@@ -75,12 +70,19 @@ impl CourseService {
 
     pub async fn create(&self, actor: &Actor, input: CreateCourse) -> AppResult<Course> {
         if !matches!(actor.role, Role::Instructor | Role::Admin) {
-            return Err(AppError::Forbidden("only instructors may create courses".into()));
+            return Err(AppError::Forbidden(
+                "only instructors may create courses".into(),
+            ));
         }
         let course = Course {
             id: CourseId::new(),
             title: validate::text("title", &input.title, 1, TITLE_MAX)?,
-            description: validate::text("description", input.description.as_deref().unwrap_or(""), 0, DESCRIPTION_MAX)?,
+            description: validate::text(
+                "description",
+                input.description.as_deref().unwrap_or(""),
+                0,
+                DESCRIPTION_MAX,
+            )?,
             instructor_id: actor.id,
             room_id: RoomId::new(),
             created_at: now(),
@@ -89,7 +91,12 @@ impl CourseService {
         Ok(course)
     }
 
-    pub async fn list(&self, actor: &Actor, mine: bool, page: PageRequest) -> AppResult<Page<Course>> {
+    pub async fn list(
+        &self,
+        actor: &Actor,
+        mine: bool,
+        page: PageRequest,
+    ) -> AppResult<Page<Course>> {
         let member = mine.then_some(actor.id);
         let rows = self
             .store
@@ -102,7 +109,12 @@ impl CourseService {
         self.access.course(id).await
     }
 
-    pub async fn update(&self, actor: &Actor, id: CourseId, input: UpdateCourse) -> AppResult<Course> {
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        id: CourseId,
+        input: UpdateCourse,
+    ) -> AppResult<Course> {
         let course = self.access.managed_by(actor, id).await?;
         let title = match input.title {
             Some(title) => validate::text("title", &title, 1, TITLE_MAX)?,
@@ -123,11 +135,18 @@ impl CourseService {
         if !self.store.delete_course(id).await? {
             return Err(AppError::NotFound("course not found".into()));
         }
-        let _ = self.events.send(MembershipEvent::CourseDeleted { course: id });
+        let _ = self
+            .events
+            .send(MembershipEvent::CourseDeleted { course: id });
         Ok(())
     }
 
-    pub async fn enroll(&self, actor: &Actor, id: CourseId, input: EnrollInput) -> AppResult<Enrollment> {
+    pub async fn enroll(
+        &self,
+        actor: &Actor,
+        id: CourseId,
+        input: EnrollInput,
+    ) -> AppResult<Enrollment> {
         let course = self.access.course(id).await?;
         let user = input.user_id.unwrap_or(actor.id);
         if user != actor.id {
@@ -141,7 +160,9 @@ impl CourseService {
             }
         }
         if course.instructor_id == user {
-            return Err(AppError::Conflict("the instructor of a course cannot enroll in it".into()));
+            return Err(AppError::Conflict(
+                "the instructor of a course cannot enroll in it".into(),
+            ));
         }
         let enrollment = Enrollment {
             course_id: id,
@@ -152,9 +173,17 @@ impl CourseService {
         Ok(enrollment)
     }
 
-    pub async fn list_enrollments(&self, actor: &Actor, id: CourseId, page: PageRequest) -> AppResult<Page<Enrollment>> {
+    pub async fn list_enrollments(
+        &self,
+        actor: &Actor,
+        id: CourseId,
+        page: PageRequest,
+    ) -> AppResult<Page<Enrollment>> {
         self.access.managed_by(actor, id).await?;
-        let rows = self.store.list_enrollments(id, page.after, page.fetch()).await?;
+        let rows = self
+            .store
+            .list_enrollments(id, page.after, page.fetch())
+            .await?;
         let page = page.finish(rows, |(key, _)| *key);
         Ok(Page {
             next_cursor: page.next_cursor,
@@ -165,12 +194,16 @@ impl CourseService {
     pub async fn unenroll(&self, actor: &Actor, id: CourseId, user: UserId) -> AppResult<()> {
         let course = self.access.course(id).await?;
         if user != actor.id && !actor.manages(&course) {
-            return Err(AppError::Forbidden("you may only remove your own enrollment".into()));
+            return Err(AppError::Forbidden(
+                "you may only remove your own enrollment".into(),
+            ));
         }
         if !self.store.delete_enrollment(id, user).await? {
             return Err(AppError::NotFound("enrollment not found".into()));
         }
-        let _ = self.events.send(MembershipEvent::Removed { course: id, user });
+        let _ = self
+            .events
+            .send(MembershipEvent::Removed { course: id, user });
         Ok(())
     }
 }

@@ -36,7 +36,12 @@ pub struct IceService {
 }
 
 impl IceService {
-    pub fn new(stun_urls: Vec<String>, turn_urls: Vec<String>, turn_secret: Option<Secret>, ttl: Duration) -> Self {
+    pub fn new(
+        stun_urls: Vec<String>,
+        turn_urls: Vec<String>,
+        turn_secret: Option<Secret>,
+        ttl: Duration,
+    ) -> Self {
         IceService {
             stun_urls,
             turn_urls,
@@ -70,12 +75,15 @@ impl IceService {
                 credential,
             });
         }
-        IceServers { ice_servers: servers }
+        IceServers {
+            ice_servers: servers,
+        }
     }
 }
 
 pub fn turn_credential(secret: &str, username: &str) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(username.as_bytes());
     STANDARD.encode(mac.finalize().into_bytes())
 }
@@ -87,7 +95,10 @@ mod tests {
     #[test]
     fn turn_credentials_follow_the_coturn_rest_scheme() {
         // Reference value computed independently: HMAC-SHA1("secret", "1700000000:alice").
-        assert_eq!(turn_credential("secret", "1700000000:alice"), "d8soP47RbdIKLDUOpnJPVQyq5Ts=");
+        assert_eq!(
+            turn_credential("secret", "1700000000:alice"),
+            "d8soP47RbdIKLDUOpnJPVQyq5Ts="
+        );
         let service = IceService::new(
             vec!["stun:stun.example.org:3478".into()],
             vec!["turn:turn.example.org:3478".into()],
@@ -103,6 +114,9 @@ mod tests {
         assert_eq!(who, user.to_string());
         let expiry: i64 = expiry.parse().unwrap();
         assert!(expiry > chrono::Utc::now().timestamp() + 3500);
-        assert_eq!(turn.credential.clone().unwrap(), turn_credential("s3cret", &username));
+        assert_eq!(
+            turn.credential.clone().unwrap(),
+            turn_credential("s3cret", &username)
+        );
     }
 }

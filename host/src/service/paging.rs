@@ -36,11 +36,17 @@ impl PageQuery {
     pub fn parse(&self) -> AppResult<PageRequest> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(AppError::validation("limit", format!("limit must be between 1 and {MAX_LIMIT}")));
+            return Err(AppError::validation(
+                "limit",
+                format!("limit must be between 1 and {MAX_LIMIT}"),
+            ));
         }
         let after = match self.cursor.as_deref() {
             None | Some("") => None,
-            Some(cursor) => Some(decode(cursor).ok_or_else(|| AppError::validation("cursor", "cursor is not valid"))?),
+            Some(cursor) => Some(
+                decode(cursor)
+                    .ok_or_else(|| AppError::validation("cursor", "cursor is not valid"))?,
+            ),
         };
         Ok(PageRequest { after, limit })
     }
@@ -66,8 +72,15 @@ impl PageRequest {
     pub fn finish<T>(&self, mut rows: Vec<T>, key: impl Fn(&T) -> Uuid) -> Page<T> {
         let more = rows.len() > self.limit as usize;
         rows.truncate(self.limit as usize);
-        let next_cursor = if more { rows.last().map(|r| encode(key(r))) } else { None };
-        Page { items: rows, next_cursor }
+        let next_cursor = if more {
+            rows.last().map(|r| encode(key(r)))
+        } else {
+            None
+        };
+        Page {
+            items: rows,
+            next_cursor,
+        }
     }
 }
 
@@ -79,16 +92,40 @@ mod tests {
     fn cursors_round_trip_and_bad_input_is_refused() {
         let id = Uuid::now_v7();
         assert_eq!(decode(&encode(id)), Some(id));
-        assert!(PageQuery { cursor: Some("!!".into()), limit: None }.parse().is_err());
-        assert!(PageQuery { cursor: None, limit: Some(0) }.parse().is_err());
-        assert!(PageQuery { cursor: None, limit: Some(101) }.parse().is_err());
+        assert!(
+            PageQuery {
+                cursor: Some("!!".into()),
+                limit: None
+            }
+            .parse()
+            .is_err()
+        );
+        assert!(
+            PageQuery {
+                cursor: None,
+                limit: Some(0)
+            }
+            .parse()
+            .is_err()
+        );
+        assert!(
+            PageQuery {
+                cursor: None,
+                limit: Some(101)
+            }
+            .parse()
+            .is_err()
+        );
         assert_eq!(PageQuery::default().parse().unwrap().limit, 50);
     }
 
     #[test]
     fn a_full_page_carries_a_cursor_to_the_next() {
         let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
-        let req = PageRequest { after: None, limit: 2 };
+        let req = PageRequest {
+            after: None,
+            limit: 2,
+        };
         let page = req.finish(ids.clone(), |u| *u);
         assert_eq!(page.items.len(), 2);
         assert_eq!(page.next_cursor, Some(encode(ids[1])));

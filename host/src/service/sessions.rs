@@ -52,16 +52,21 @@ impl SessionService {
         self.events.subscribe()
     }
 
-    pub async fn create(&self, actor: &Actor, course: CourseId, input: CreateSession) -> AppResult<LiveSession> {
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        course: CourseId,
+        input: CreateSession,
+    ) -> AppResult<LiveSession> {
         let course = self.access.managed_by(actor, course).await?;
         let title = validate::text("title", &input.title, 1, 200)?;
-        if let Some(max) = input.max_participants {
-            if !(1..=MAX_PARTICIPANTS_LIMIT).contains(&max) {
-                return Err(AppError::validation(
-                    "maxParticipants",
-                    format!("maxParticipants must be between 1 and {MAX_PARTICIPANTS_LIMIT}"),
-                ));
-            }
+        if let Some(max) = input.max_participants
+            && !(1..=MAX_PARTICIPANTS_LIMIT).contains(&max)
+        {
+            return Err(AppError::validation(
+                "maxParticipants",
+                format!("maxParticipants must be between 1 and {MAX_PARTICIPANTS_LIMIT}"),
+            ));
         }
         let session = LiveSession {
             id: SessionId::new(),
@@ -81,7 +86,12 @@ impl SessionService {
         Ok(session)
     }
 
-    pub async fn list(&self, actor: &Actor, course: CourseId, page: PageRequest) -> AppResult<Page<LiveSession>> {
+    pub async fn list(
+        &self,
+        actor: &Actor,
+        course: CourseId,
+        page: PageRequest,
+    ) -> AppResult<Page<LiveSession>> {
         self.access.member_of(actor, course).await?;
         let rows = self
             .store
@@ -101,7 +111,10 @@ impl SessionService {
         let session = self.find(id).await?;
         self.access.managed_by(actor, session.course_id).await?;
         self.store.start_session(id, now()).await?.ok_or_else(|| {
-            AppError::Conflict(format!("the session is {}, only a scheduled session can start", session.status.as_str()))
+            AppError::Conflict(format!(
+                "the session is {}, only a scheduled session can start",
+                session.status.as_str()
+            ))
         })
     }
 
@@ -117,9 +130,17 @@ impl SessionService {
         Ok(ended)
     }
 
-    pub async fn participants(&self, actor: &Actor, id: SessionId, page: PageRequest) -> AppResult<Page<Participant>> {
+    pub async fn participants(
+        &self,
+        actor: &Actor,
+        id: SessionId,
+        page: PageRequest,
+    ) -> AppResult<Page<Participant>> {
         self.get(actor, id).await?;
-        let rows = self.store.list_participants(id, page.after, page.fetch()).await?;
+        let rows = self
+            .store
+            .list_participants(id, page.after, page.fetch())
+            .await?;
         let page = page.finish(rows, |(key, _)| *key);
         Ok(Page {
             next_cursor: page.next_cursor,

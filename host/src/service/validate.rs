@@ -20,8 +20,14 @@ pub fn text(field: &str, value: &str, min: usize, max: usize) -> AppResult<Strin
             format!("{field} must be at most {max} characters"),
         ));
     }
-    if trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
-        return Err(AppError::validation(field, format!("{field} contains control characters")));
+    if trimmed
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        return Err(AppError::validation(
+            field,
+            format!("{field} contains control characters"),
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -50,10 +56,16 @@ pub fn email(value: &str) -> AppResult<String> {
 pub fn password(value: &str) -> AppResult<()> {
     let chars = value.chars().count();
     if chars < 8 {
-        return Err(AppError::validation("password", "password must be at least 8 characters"));
+        return Err(AppError::validation(
+            "password",
+            "password must be at least 8 characters",
+        ));
     }
     if chars > 1024 {
-        return Err(AppError::validation("password", "password must be at most 1024 characters"));
+        return Err(AppError::validation(
+            "password",
+            "password must be at most 1024 characters",
+        ));
     }
     Ok(())
 }
@@ -74,7 +86,15 @@ mod tests {
     #[test]
     fn normalises_emails() {
         assert_eq!(email(" Ada@Example.COM ").unwrap(), "ada@example.com");
-        for bad in ["", "ada", "ada@", "@example.com", "a b@example.com", "ada@localhost", "a@@b.c"] {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "a b@example.com",
+            "ada@localhost",
+            "a@@b.c",
+        ] {
             assert!(email(bad).is_err(), "{bad} accepted");
         }
     }

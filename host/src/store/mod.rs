@@ -119,7 +119,8 @@ pub trait Store: Send + Sync + 'static {
     async fn refresh_token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<RefreshToken>>;
     /// Marks `old` used and stores `new`, atomically; `AlreadyUsed` if `old` was used or
     /// revoked meanwhile (so two concurrent refreshes cannot both succeed).
-    async fn rotate_refresh_token(&self, old: Uuid, new: &NewRefreshToken) -> StoreResult<Rotation>;
+    async fn rotate_refresh_token(&self, old: Uuid, new: &NewRefreshToken)
+    -> StoreResult<Rotation>;
     /// Revokes every token of a family; returns how many were still live.
     async fn revoke_token_family(&self, family: TokenFamilyId) -> StoreResult<u64>;
 
@@ -161,10 +162,18 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<LiveSession>>;
     /// `scheduled` → `live`; `None` when the session is not scheduled.
-    async fn start_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<Option<LiveSession>>;
+    async fn start_session(
+        &self,
+        id: SessionId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<LiveSession>>;
     /// `scheduled` or `live` → `ended`, closing every open participation at the same time;
     /// `None` when the session had already ended.
-    async fn end_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<Option<LiveSession>>;
+    async fn end_session(
+        &self,
+        id: SessionId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<LiveSession>>;
 
     async fn insert_participant(
         &self,
@@ -175,7 +184,12 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> StoreResult<()>;
     /// Sets `leftAt` on the open participation of that socket, if any.
-    async fn close_participant(&self, session: SessionId, socket_id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    async fn close_participant(
+        &self,
+        session: SessionId,
+        socket_id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     async fn count_open_participants(&self, session: SessionId) -> StoreResult<u32>;
     /// Oldest join first, one row per join.
     async fn list_participants(

@@ -132,7 +132,9 @@ impl TryFrom<SessionRow> for LiveSession {
             scheduled_at: row.scheduled_at,
             started_at: row.started_at,
             ended_at: row.ended_at,
-            max_participants: row.max_participants.map(|m| m.clamp(0, u32::MAX as i64) as u32),
+            max_participants: row
+                .max_participants
+                .map(|m| m.clamp(0, u32::MAX as i64) as u32),
             room_id: row.room_id,
         })
     }
