@@ -31,11 +31,18 @@ async fn main() -> anyhow::Result<()> {
     let mut samples = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
         let started = Instant::now();
-        assert!(hasher.verify("correct horse battery".into(), Some(hash.clone())).await?);
+        assert!(
+            hasher
+                .verify("correct horse battery".into(), Some(hash.clone()))
+                .await?
+        );
         samples.push(started.elapsed());
     }
     summarize(
-        &format!("argon2id verify (m={} KiB, t={}, p=1)", defaults.argon2_memory_kib, defaults.argon2_iterations),
+        &format!(
+            "argon2id verify (m={} KiB, t={}, p=1)",
+            defaults.argon2_memory_kib, defaults.argon2_iterations
+        ),
         samples,
     );
     let mut samples = Vec::with_capacity(RUNS);
@@ -67,7 +74,11 @@ async fn main() -> anyhow::Result<()> {
         .json(&json!({"email": "bench@example.com", "password": "correct horse battery", "name": "Bench"}))
         .send()
         .await?;
-    anyhow::ensure!(register.status() == 201, "register failed: {}", register.status());
+    anyhow::ensure!(
+        register.status() == 201,
+        "register failed: {}",
+        register.status()
+    );
     for (label, email, status) in [
         ("POST /auth/login, right password", "bench@example.com", 200),
         ("POST /auth/login, unknown email", "nobody@example.com", 401),

@@ -51,6 +51,11 @@ pub const KEYS: &[&str] = &[
     "turn_urls",
     "turn_secret",
     "turn_credential_ttl",
+    "plugins_config",
+    "plugin_cache_dir",
+    "chat_rate_per_second",
+    "chat_rate_burst",
+    "signed_url_ttl",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -110,6 +115,17 @@ pub struct Config {
     pub turn_secret: Option<Secret>,
     #[serde(with = "duration")]
     pub turn_credential_ttl: Duration,
+    /// The policy plugin chains (`plugins.toml`); the built-in defaults when the file is absent.
+    pub plugins_config: PathBuf,
+    /// Where compiled plugins are cached; defaults to `<data_dir>/plugin-cache`.
+    pub plugin_cache_dir: Option<PathBuf>,
+    /// Sustained chat messages per second per user.
+    pub chat_rate_per_second: f64,
+    /// Chat messages a user may send in a burst before the rate applies.
+    pub chat_rate_burst: u32,
+    /// How long a file's `signedUrl` works.
+    #[serde(with = "duration")]
+    pub signed_url_ttl: Duration,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -149,6 +165,11 @@ impl Default for Config {
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_credential_ttl: Duration::from_secs(3600),
+            plugins_config: PathBuf::from("plugins.toml"),
+            plugin_cache_dir: None,
+            chat_rate_per_second: 5.0,
+            chat_rate_burst: 20,
+            signed_url_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -239,6 +260,7 @@ impl Config {
             ("access_token_ttl", self.access_token_ttl),
             ("refresh_token_ttl", self.refresh_token_ttl),
             ("turn_credential_ttl", self.turn_credential_ttl),
+            ("signed_url_ttl", self.signed_url_ttl),
             ("login_failure_window", self.login_failure_window),
         ] {
             if value.is_zero() {
@@ -271,6 +293,15 @@ impl Config {
         }
         if self.argon2_iterations == 0 {
             return Err(ConfigError::key("argon2_iterations", "must be at least 1"));
+        }
+        if !(self.chat_rate_per_second.is_finite() && self.chat_rate_per_second > 0.0) {
+            return Err(ConfigError::key(
+                "chat_rate_per_second",
+                "must be a number above zero",
+            ));
+        }
+        if self.chat_rate_burst == 0 {
+            return Err(ConfigError::key("chat_rate_burst", "must be at least 1"));
         }
         if self.chat_max_message_chars == 0 {
             return Err(ConfigError::key(
@@ -317,6 +348,12 @@ impl Config {
                 self.data_dir.join("lyceum.db").display()
             ),
         }
+    }
+
+    pub fn effective_plugin_cache_dir(&self) -> PathBuf {
+        self.plugin_cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("plugin-cache"))
     }
 
     /// The configuration as `lyceum config` prints it: TOML, secrets masked.

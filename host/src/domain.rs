@@ -217,3 +217,74 @@ impl RoomOwner {
         }
     }
 }
+
+/// The upload folders of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Folder {
+    Documents,
+    Images,
+    Videos,
+    Misc,
+}
+
+impl Folder {
+    pub const ALL: [Folder; 4] = [
+        Folder::Documents,
+        Folder::Images,
+        Folder::Videos,
+        Folder::Misc,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Folder::Documents => "documents",
+            Folder::Images => "images",
+            Folder::Videos => "videos",
+            Folder::Misc => "misc",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Folder> {
+        Folder::ALL.into_iter().find(|f| f.as_str() == text)
+    }
+}
+
+/// A stored file's metadata (the bytes live in the upload store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRecord {
+    pub id: FileId,
+    pub owner_id: UserId,
+    pub course_id: Option<CourseId>,
+    pub folder: Folder,
+    pub filename: String,
+    pub original_name: String,
+    pub size: u64,
+    pub mimetype: String,
+    pub sha256: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A chat message as stored, without its attachments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRecord {
+    pub id: MessageId,
+    pub room_id: RoomId,
+    pub sender_id: UserId,
+    pub sender_name: String,
+    pub content: String,
+    pub client_id: Option<String>,
+    pub reply_to: Option<MessageId>,
+    pub flagged: bool,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// An attachment of a message: the file, or only its id once the file was deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    pub message_id: MessageId,
+    pub file_id: FileId,
+    pub file: Option<FileRecord>,
+}

@@ -33,6 +33,7 @@ use std::{future::Future, net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::Context;
 use axum::Router;
+use lyceum_plugin_runtime::{PluginsConfig, PolicyEngine};
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 
@@ -43,7 +44,9 @@ use crate::{
     security::{jwt::JwtKeys, password::PasswordHasher},
     service::{
         auth::{AuthService, LoginThrottle},
+        chat::{ChatLimits, ChatService},
         courses::CourseService,
+        files::FileLinks,
         ice::IceService,
         sessions::SessionService,
     },
@@ -54,6 +57,18 @@ use crate::{
 pub struct App {
     pub router: Router,
     pub state: AppState,
+    /// Background tasks of the gateway, stopped when the server stops.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        // Break the gateway ⇄ services reference cycle so the database pool closes.
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.state.chat.detach_broadcast();
+    }
 }
 
 /// Connects the database (applying migrations), builds the services and the router.
@@ -82,6 +97,18 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         },
         config.refresh_token_ttl,
     ));
+    let policy = Arc::new(load_policy(&config)?);
+    let links = Arc::new(FileLinks::new(&secret, config.signed_url_ttl));
+    let chat = Arc::new(ChatService::new(
+        store.clone(),
+        policy.clone(),
+        links.clone(),
+        ChatLimits {
+            max_chars: config.chat_max_message_chars,
+            rate_per_second: config.chat_rate_per_second,
+            burst: config.chat_rate_burst,
+        },
+    ));
     let courses = Arc::new(CourseService::new(store.clone()));
     let sessions = Arc::new(SessionService::new(store.clone()));
     let ice = Arc::new(IceService::new(
@@ -94,12 +121,18 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let gateway_state = GatewayState {
         auth: auth.clone(),
         store: store.clone(),
+        chat: chat.clone(),
+        courses: courses.clone(),
+        presence: Arc::default(),
     };
     let (socket_layer, io) = SocketIo::builder()
         .max_payload(config.max_json_body)
+        // Long-polling is capped by max_payload; WebSocket messages by these two.
+        .ws_max_message_size(usize::try_from(config.max_json_body).unwrap_or(usize::MAX))
+        .ws_max_frame_size(usize::try_from(config.max_json_body).unwrap_or(usize::MAX))
         .with_state(gateway_state.clone())
         .build_layer();
-    gateway::attach(&io, &gateway_state);
+    let tasks = gateway::attach(&io, &gateway_state);
 
     let state = AppState {
         config,
@@ -107,12 +140,18 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         auth,
         courses,
         sessions,
+        chat,
+        policy,
         ice,
         io,
         metrics: telemetry::metrics_handle(),
     };
     let router = http::router(state.clone()).layer(socket_layer);
-    Ok(App { router, state })
+    Ok(App {
+        router,
+        state,
+        tasks,
+    })
 }
 
 /// Serves `config` on `listener` until `shutdown` resolves, then closes every socket and lets
@@ -133,11 +172,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let io: SocketIo = app.state.io.clone();
     let grace = app.state.config.shutdown_grace;
+    let router = app.router.clone();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(
         listener,
-        app.router
-            .into_make_service_with_connect_info::<SocketAddr>(),
+        router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
@@ -152,7 +191,24 @@ pub async fn run(
             tokio::time::sleep(grace).await;
         } => tracing::warn!("shutdown grace period over; dropping remaining connections"),
     }
+    // Dropping `app` stops the gateway's tasks and breaks its reference cycle.
+    drop(app);
     Ok(())
+}
+
+/// Loads `plugins.toml` (the built-in plugins when it is absent) and compiles every chain,
+/// reusing precompiled artifacts from the cache dir.
+fn load_policy(config: &Config) -> anyhow::Result<PolicyEngine> {
+    let plugins = PluginsConfig::load(&config.plugins_config)
+        .with_context(|| format!("reading {}", config.plugins_config.display()))?;
+    let engine = PolicyEngine::builder(plugins)
+        .cache_dir(config.effective_plugin_cache_dir())
+        .build()
+        .context("loading policy plugins")?;
+    for plugin in engine.plugins() {
+        tracing::info!(plugin = ?plugin, "policy plugin loaded");
+    }
+    Ok(engine)
 }
 
 /// The configured JWT secret, or the one kept in the data dir (generated on first run).
@@ -181,7 +237,15 @@ fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
     }
     let mut secret = vec![0u8; 48];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
-    write_private(path, STANDARD.encode(&secret).as_bytes())?;
+    match write_private(path, STANDARD.encode(&secret).as_bytes()) {
+        Ok(()) => {}
+        // Another process (a CLI command beside the server) created it first: use theirs.
+        Err(error) if path.exists() => {
+            tracing::debug!(%error, "jwt_secret created concurrently; reading it");
+            return load_or_create_secret(path);
+        }
+        Err(error) => return Err(error),
+    }
     tracing::warn!(
         path = %path.display(),
         "no jwt_secret configured: generated one; set LYCEUM_JWT_SECRET to share it between nodes"

@@ -29,8 +29,10 @@ async fn serve(config: lyceum::config::Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.bind))?;
+    let app = lyceum::build(config).await?;
+    // Announced only once the database and plugins are ready.
     tracing::info!(addr = %listener.local_addr()?, "lyceum listening");
-    lyceum::serve(config, listener, shutdown_signal()).await
+    lyceum::run(app, listener, shutdown_signal()).await
 }
 
 /// Ctrl-C or SIGTERM.

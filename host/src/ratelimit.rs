@@ -125,3 +125,76 @@ mod tests {
         assert!(limiter.check("k", 1).await.is_ok());
     }
 }
+
+/// Per-key token buckets: `rate` tokens a second up to `burst`. A take that finds no token
+/// says how long until one is there.
+pub struct TokenBuckets {
+    rate: f64,
+    burst: f64,
+    buckets: DashMap<String, Bucket>,
+    takes: AtomicU64,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl TokenBuckets {
+    pub fn new(rate_per_second: f64, burst: u32) -> Self {
+        TokenBuckets {
+            rate: rate_per_second.max(f64::MIN_POSITIVE),
+            burst: f64::from(burst.max(1)),
+            buckets: DashMap::new(),
+            takes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn take(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        if self.takes.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            // A bucket refilled to the brim carries no information: forget it.
+            let (rate, burst) = (self.rate, self.burst);
+            self.buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
+            });
+        }
+        let mut bucket = self.buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
+        let refilled = (bucket.tokens
+            + now.duration_since(bucket.updated).as_secs_f64() * self.rate)
+            .min(self.burst);
+        bucket.updated = now;
+        if refilled >= 1.0 {
+            bucket.tokens = refilled - 1.0;
+            Ok(())
+        } else {
+            bucket.tokens = refilled;
+            Err(Duration::from_secs_f64((1.0 - refilled) / self.rate))
+        }
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_passes_then_the_rate_applies() {
+        let buckets = TokenBuckets::new(10.0, 3);
+        for _ in 0..3 {
+            assert!(buckets.take("u").is_ok());
+        }
+        let wait = buckets.take("u").unwrap_err();
+        assert!(
+            wait <= Duration::from_millis(100) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
+        assert!(buckets.take("v").is_ok(), "keys are independent");
+        std::thread::sleep(Duration::from_millis(110));
+        assert!(buckets.take("u").is_ok());
+    }
+}

@@ -8,7 +8,8 @@ use socketioxide::SocketIo;
 use crate::{
     config::Config,
     service::{
-        auth::AuthService, courses::CourseService, ice::IceService, sessions::SessionService,
+        auth::AuthService, chat::ChatService, courses::CourseService, ice::IceService,
+        sessions::SessionService,
     },
     store::Store,
 };
@@ -20,6 +21,8 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     pub courses: Arc<CourseService>,
     pub sessions: Arc<SessionService>,
+    pub chat: Arc<ChatService>,
+    pub policy: Arc<lyceum_plugin_runtime::PolicyEngine>,
     pub ice: Arc<IceService>,
     pub io: SocketIo,
     pub metrics: PrometheusHandle,

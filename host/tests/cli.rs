@@ -319,3 +319,26 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn processes_starting_together_on_a_fresh_database_all_succeed() {
+    // A server and an operator's `user create` on a first run both apply the migrations.
+    let dir = temp_dir();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            lyceum(&dir)
+                .arg("migrate")
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -276,6 +276,8 @@ pub fn base_config(dir: &Path) -> Config {
         argon2_iterations: 1,
         db_max_connections: 8,
         shutdown_grace: Duration::from_secs(5),
+        // Shared, so the plugins compile once per test run rather than once per server.
+        plugin_cache_dir: Some(std::env::temp_dir().join("lyceum-test-plugin-cache")),
         ..Config::default()
     }
 }

@@ -4,7 +4,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
 
@@ -17,6 +17,7 @@ pub struct TcpProxy {
     pub addr: SocketAddr,
     open: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
+    active: Arc<AtomicUsize>,
 }
 
 impl TcpProxy {
@@ -27,6 +28,8 @@ impl TcpProxy {
         let (cut, _) = watch::channel(0u64);
         let accept_open = open.clone();
         let cut_tx = cut.clone();
+        let active = Arc::new(AtomicUsize::new(0));
+        let accept_active = active.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if !accept_open.load(Ordering::SeqCst) {
@@ -35,24 +38,35 @@ impl TcpProxy {
                 }
                 let target = target.clone();
                 let mut cut_rx = cut_tx.subscribe();
+                let active = accept_active.clone();
+                active.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut_rx.changed() => {}
+                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cut_rx.changed() => {}
+                        }
                     }
+                    drop(inbound);
+                    active.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        TcpProxy { addr, open, cut }
+        TcpProxy {
+            addr,
+            open,
+            cut,
+            active,
+        }
     }
 
-    /// Drops every forwarded connection and refuses new ones.
-    pub fn cut(&self) {
+    /// Drops every forwarded connection and refuses new ones; returns once all are closed.
+    pub async fn cut(&self) {
         self.open.store(false, Ordering::SeqCst);
         self.cut.send_modify(|n| *n += 1);
+        while self.active.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     pub fn restore(&self) {

@@ -8,7 +8,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{SinkExt, StreamExt};
@@ -26,10 +26,18 @@ pub enum ConnectError {
 
 type Acks = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
+/// An event with the instant the client's reader took it off the wire.
+#[derive(Debug, Clone)]
+pub struct TimedEvent {
+    pub name: String,
+    pub data: Value,
+    pub received: Instant,
+}
+
 pub struct SocketClient {
     pub sid: String,
     outgoing: mpsc::UnboundedSender<String>,
-    events: mpsc::UnboundedReceiver<(String, Value)>,
+    events: mpsc::UnboundedReceiver<TimedEvent>,
     acks: Acks,
     next_ack: AtomicU64,
     closed: Arc<tokio::sync::Notify>,
@@ -120,7 +128,11 @@ impl SocketClient {
                     {
                         let name = items.remove(0).as_str().unwrap_or("").to_owned();
                         let data = items.into_iter().next().unwrap_or(Value::Null);
-                        let _ = event_tx.send((name, data));
+                        let _ = event_tx.send(TimedEvent {
+                            name,
+                            data,
+                            received: Instant::now(),
+                        });
                     }
                 }
             }
@@ -148,15 +160,50 @@ impl SocketClient {
 
     /// Emits `event` and waits (up to 5 s) for its acknowledgement.
     pub async fn emit_ack(&self, event: &str, data: Value) -> Value {
+        self.emit_args_ack(event, &[data]).await
+    }
+
+    /// Emits `event` with exactly `args` as its arguments (none, one or several) and waits
+    /// (up to 5 s) for its acknowledgement: for payloads no single JSON value expresses.
+    pub async fn emit_args_ack(&self, event: &str, args: &[Value]) -> Value {
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.acks.lock().unwrap().insert(id, tx);
-        let packet = format!("42{id}{}", json!([event, data]));
+        let mut packet_args = vec![json!(event)];
+        packet_args.extend_from_slice(args);
+        let packet = format!("42{id}{}", Value::Array(packet_args));
         self.outgoing.send(packet).expect("socket open");
         tokio::time::timeout(Duration::from_secs(5), rx)
             .await
             .unwrap_or_else(|_| panic!("no ack for {event} within 5 s"))
             .expect("ack channel")
+    }
+
+    /// Emits `event` and waits up to `wait` for its acknowledgement; `None` when none came
+    /// (timeout or closed socket) instead of panicking, for load generators.
+    pub async fn try_emit_ack(&self, event: &str, data: Value, wait: Duration) -> Option<Value> {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.acks.lock().unwrap().insert(id, tx);
+        let packet = format!("42{id}{}", json!([event, data]));
+        if self.outgoing.send(packet).is_err() {
+            self.acks.lock().unwrap().remove(&id);
+            return None;
+        }
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(value)) => Some(value),
+            _ => {
+                self.acks.lock().unwrap().remove(&id);
+                None
+            }
+        }
+    }
+
+    /// Hands every event from now on, timestamped on arrival, to a consumer on its own task
+    /// (benchmarks). The `expect_*` methods see no events afterwards.
+    pub fn take_timed_events(&mut self) -> mpsc::UnboundedReceiver<TimedEvent> {
+        let (_, closed) = mpsc::unbounded_channel();
+        std::mem::replace(&mut self.events, closed)
     }
 
     /// Sends a raw Socket.IO packet (for malformed-input tests).
@@ -172,7 +219,9 @@ impl SocketClient {
                 .await
                 .unwrap_or_else(|_| panic!("no {name} event within {wait:?}"));
             match next {
-                Some((event, data)) if event == name => return data,
+                Some(TimedEvent {
+                    name: event, data, ..
+                }) if event == name => return data,
                 Some(_) => continue,
                 None => panic!("socket closed while waiting for {name}"),
             }
@@ -182,8 +231,9 @@ impl SocketClient {
     /// Asserts no event named `name` arrives within `wait`.
     pub async fn expect_no_event(&mut self, name: &str, wait: Duration) {
         let deadline = tokio::time::Instant::now() + wait;
-        while let Ok(Some((event, data))) =
-            tokio::time::timeout_at(deadline, self.events.recv()).await
+        while let Ok(Some(TimedEvent {
+            name: event, data, ..
+        })) = tokio::time::timeout_at(deadline, self.events.recv()).await
         {
             assert_ne!(event, name, "unexpected {name}: {data}");
         }

@@ -285,7 +285,7 @@ async fn a_lost_database_makes_ready_and_requests_unavailable_until_it_returns()
     let ada = srv.register("student").await;
     assert_eq!(srv.client().get("/ready").await.status, 200);
 
-    proxy.cut();
+    proxy.cut().await;
     srv.client()
         .get("/ready")
         .await

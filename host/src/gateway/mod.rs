@@ -5,19 +5,29 @@
 //! socket joins `user:<id>` and `family:<token family>` rooms so the server can reach every tab
 //! of a user, and disconnect the sockets of a token family when it is revoked.
 
+pub mod chat;
+pub mod presence;
+
 use std::{fmt, sync::Arc};
 
-use serde::Deserialize;
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::Value;
 use socketioxide::{
-    SocketIo,
-    extract::{SocketRef, State, TryData},
+    ParserError, SocketIo,
+    extract::{AckSender, SocketRef, State, TryData},
     handler::ConnectHandler,
 };
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::{
     domain::{TokenFamilyId, UserId},
-    service::{Actor, auth::AuthService},
+    error::{AppError, AppResult},
+    service::{
+        Actor,
+        auth::AuthService,
+        chat::ChatService,
+        courses::{CourseService, MembershipEvent},
+    },
     store::Store,
 };
 
@@ -26,6 +36,53 @@ use crate::{
 pub struct GatewayState {
     pub auth: Arc<AuthService>,
     pub store: Arc<dyn Store>,
+    pub chat: Arc<ChatService>,
+    pub courses: Arc<CourseService>,
+    pub presence: Arc<presence::Presence>,
+}
+
+/// Reads an event's payload; anything that is not the expected object is VALIDATION_FAILED,
+/// naming the field.
+pub fn payload<T: DeserializeOwned>(data: Result<Value, ParserError>) -> AppResult<T> {
+    let value =
+        data.map_err(|_| AppError::validation("payload", "the payload is not valid JSON"))?;
+    if !value.is_object() {
+        return Err(AppError::validation(
+            "payload",
+            "the payload must be an object",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        let field = match (missing, path.as_str()) {
+            (Some(field), ".") => field,
+            (Some(field), parent) => format!("{parent}.{field}"),
+            (None, ".") => "payload".to_owned(),
+            (None, path) => path.to_owned(),
+        };
+        AppError::validation(field, message)
+    })
+}
+
+/// Answers an event: `{ok: true, ...fields}` or `{ok: false, error}`.
+pub fn ack(sender: AckSender, result: AppResult<Value>) {
+    let body = match result {
+        Ok(Value::Object(mut fields)) => {
+            let mut answer = serde_json::Map::with_capacity(fields.len() + 1);
+            answer.insert("ok".into(), Value::Bool(true));
+            answer.append(&mut fields);
+            Value::Object(answer)
+        }
+        Ok(_) => serde_json::json!({ "ok": true }),
+        Err(error) => error.to_ack(),
+    };
+    // A client that asked for no acknowledgement gets none; that is not an error.
+    let _ = sender.send(&body);
 }
 
 /// Who is on the other end of a socket, fixed at connect.
@@ -66,12 +123,35 @@ pub fn family_room(family: TokenFamilyId) -> String {
     format!("family:{family}")
 }
 
-/// Registers the default namespace and starts the task that disconnects revoked families.
-pub fn attach(io: &SocketIo, state: &GatewayState) {
+/// Registers the default namespace and starts the tasks that react to revocations and to
+/// ended memberships.
+/// The returned tasks hold the gateway alive; `run` aborts them at shutdown.
+pub fn attach(io: &SocketIo, state: &GatewayState) -> Vec<tokio::task::JoinHandle<()>> {
     io.ns("/", on_connect.with(authenticate));
+    state
+        .chat
+        .set_broadcast(Arc::new(chat::SocketBroadcast(io.clone())));
+    let mut memberships = state.courses.membership_events();
+    let (watch_io, watch_state) = (io.clone(), state.clone());
+    let membership_task = tokio::spawn(async move {
+        loop {
+            match memberships.recv().await {
+                Ok(MembershipEvent::Removed { course, user }) => {
+                    chat::evict(&watch_io, &watch_state, course, Some(user)).await
+                }
+                Ok(MembershipEvent::CourseDeleted { course }) => {
+                    chat::evict(&watch_io, &watch_state, course, None).await
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "membership notices dropped")
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
     let mut revocations = state.auth.revocations();
     let io = io.clone();
-    tokio::spawn(async move {
+    let revocation_task = tokio::spawn(async move {
         loop {
             match revocations.recv().await {
                 Ok(family) => {
@@ -86,6 +166,7 @@ pub fn attach(io: &SocketIo, state: &GatewayState) {
             }
         }
     });
+    vec![membership_task, revocation_task]
 }
 
 async fn authenticate(
@@ -106,24 +187,28 @@ async fn authenticate(
             return Err(ConnectRefused::Unavailable);
         }
     };
+    // Rooms and handlers are set up here, before the CONNECT packet goes out: a client may
+    // emit from its `connect` callback, and an event arriving before its handler exists
+    // would be dropped without an acknowledgement.
+    socket.join([user_room(actor.id), family_room(actor.family)]);
     socket.extensions.insert(SocketUser {
         actor,
         name: user.name,
     });
+    chat::register(&socket);
+    metrics::gauge!("lyceum_socket_connections").increment(1.0);
+    socket.on_disconnect(
+        async |socket: SocketRef, io: SocketIo, State(state): State<GatewayState>| {
+            metrics::gauge!("lyceum_socket_connections").decrement(1.0);
+            chat::disconnect(&io, &state, &socket).await;
+            tracing::debug!(socket = %socket.id, "socket disconnected");
+        },
+    );
     Ok(())
 }
 
 async fn on_connect(socket: SocketRef) {
-    let Some(user) = socket.extensions.get::<SocketUser>() else {
-        // Unreachable: the middleware stored it before the connection was accepted.
-        let _ = socket.disconnect();
-        return;
-    };
-    socket.join([user_room(user.actor.id), family_room(user.actor.family)]);
-    metrics::gauge!("lyceum_socket_connections").increment(1.0);
-    tracing::debug!(socket = %socket.id, user = %user.actor.id, "socket connected");
-    socket.on_disconnect(async |socket: SocketRef| {
-        metrics::gauge!("lyceum_socket_connections").decrement(1.0);
-        tracing::debug!(socket = %socket.id, "socket disconnected");
-    });
+    if let Some(user) = socket.extensions.get::<SocketUser>() {
+        tracing::debug!(socket = %socket.id, user = %user.actor.id, "socket connected");
+    }
 }

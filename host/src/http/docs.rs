@@ -11,7 +11,7 @@ use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
 };
 
-use super::{auth, courses, ops, sessions};
+use super::{auth, chat, courses, ops, sessions};
 use crate::{domain, service, state::AppState};
 
 #[derive(OpenApi)]
@@ -29,6 +29,7 @@ Real-time features use Socket.IO v4 on the same port; see the README for its eve
         courses::enroll, courses::list_enrollments, courses::unenroll,
         sessions::create, sessions::list, sessions::show, sessions::start, sessions::end,
         sessions::participants, sessions::ice_servers,
+        chat::history, chat::send, chat::edit, chat::remove, chat::search,
         ops::health, ops::ready, ops::metrics,
     ),
     components(schemas(
@@ -38,6 +39,8 @@ Real-time features use Socket.IO v4 on the same port; see the README for its eve
         service::auth::Session, service::auth::TokenPair,
         service::courses::CreateCourse, service::courses::UpdateCourse, service::courses::EnrollInput,
         service::sessions::CreateSession, service::ice::IceServers, service::ice::IceServer,
+        service::chat::MessageView, service::chat::SendInput, service::chat::EditInput,
+        service::files::FileView, service::files::AttachmentView, domain::Folder,
         ErrorBody, ErrorDetail,
     )),
     modifiers(&BearerAuth),
@@ -45,6 +48,7 @@ Real-time features use Socket.IO v4 on the same port; see the README for its eve
         (name = "auth", description = "Accounts, access and refresh tokens"),
         (name = "courses", description = "Courses and enrollments"),
         (name = "sessions", description = "Live sessions and WebRTC ICE servers"),
+        (name = "chat", description = "Course and session chat rooms"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]

@@ -2,6 +2,7 @@
 //! middleware every request passes through.
 
 pub mod auth;
+pub mod chat;
 pub mod courses;
 pub mod docs;
 pub mod extract;
@@ -34,6 +35,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 fn api() -> Router<AppState> {
     Router::new()
         .merge(auth::router())
+        .merge(chat::router())
         .merge(courses::router())
         .merge(sessions::router())
 }

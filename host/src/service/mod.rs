@@ -3,9 +3,12 @@
 
 pub mod access;
 pub mod auth;
+pub mod chat;
 pub mod courses;
+pub mod files;
 pub mod ice;
 pub mod paging;
+pub mod policy;
 pub mod sessions;
 pub mod validate;
 

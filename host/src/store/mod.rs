@@ -201,6 +201,73 @@ pub trait Store: Send + Sync + 'static {
 
     /// Which course or session a chat room belongs to.
     async fn room_owner(&self, room: RoomId) -> StoreResult<Option<RoomOwner>>;
+
+    /// Stores a message and its attachments in one transaction, unless `(sender, clientId)`
+    /// already names a message: then nothing is written and that message's id is returned.
+    async fn insert_message(&self, message: &NewMessage) -> StoreResult<Inserted>;
+    async fn message(&self, id: MessageId) -> StoreResult<Option<MessageRecord>>;
+    async fn message_by_client_id(
+        &self,
+        sender: UserId,
+        client_id: &str,
+    ) -> StoreResult<Option<MessageRecord>>;
+    /// A room's history, newest first, strictly older than `before`.
+    async fn messages(
+        &self,
+        room: RoomId,
+        before: After<MessageId>,
+        limit: u32,
+    ) -> StoreResult<Vec<MessageRecord>>;
+    /// The attachments of these messages, in their order within each message.
+    async fn attachments(&self, messages: &[MessageId]) -> StoreResult<Vec<Attachment>>;
+    /// Replaces the content of a message that is not deleted.
+    async fn edit_message(
+        &self,
+        id: MessageId,
+        content: &str,
+        flagged: bool,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<MessageRecord>>;
+    /// Turns a message into a tombstone (content empty, `deletedAt` set, attachments and
+    /// search entry gone); false if it was already one.
+    async fn delete_message(&self, id: MessageId, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Full-text search, best match first.
+    async fn search_messages(&self, query: &SearchQuery) -> StoreResult<Vec<MessageRecord>>;
+
+    async fn file(&self, id: FileId) -> StoreResult<Option<FileRecord>>;
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub room_id: RoomId,
+    pub sender_id: UserId,
+    pub content: String,
+    pub client_id: Option<String>,
+    pub reply_to: Option<MessageId>,
+    pub flagged: bool,
+    pub created_at: DateTime<Utc>,
+    pub attachments: Vec<FileId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    Created,
+    /// The `(sender, clientId)` pair was taken by this earlier message.
+    Existing(MessageId),
+}
+
+/// A search over message content. `terms` are plain words (the store quotes them for its
+/// dialect, so user input can never be a query syntax error).
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    pub terms: Vec<String>,
+    /// Only this room.
+    pub room: Option<RoomId>,
+    /// Only rooms this user may read; `None` for admins, who read every room.
+    pub reader: Option<UserId>,
+    pub offset: u32,
+    pub limit: u32,
 }
 
 /// Opens the database named by `url`, creating an SQLite file if needed, and applies the

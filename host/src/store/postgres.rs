@@ -37,9 +37,39 @@ impl PgStore {
         Ok(())
     }
 
+    /// `tsvector` with a GIN index; `plainto_tsquery` treats the text as plain words, so
+    /// the user's input is never tsquery syntax.
+    async fn search(&self, query: &SearchQuery) -> StoreResult<Vec<MessageRecord>> {
+        let text = query.terms.join(" ");
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT m.id, m.room_id, m.sender_id, u.name AS sender_name, m.content, m.client_id,
+                    m.reply_to, m.flagged, m.created_at, m.edited_at, m.deleted_at
+             FROM chat_messages m JOIN users u ON u.id = m.sender_id
+             WHERE m.search @@ plainto_tsquery('simple', $1) AND m.deleted_at IS NULL
+               AND ($2::uuid IS NULL OR m.room_id = $2)
+               AND ($3::uuid IS NULL OR m.room_id IN (",
+            super::sql::readable_rooms!(),
+            "))
+             ORDER BY ts_rank(m.search, plainto_tsquery('simple', $1)) DESC, m.id DESC
+             LIMIT $4 OFFSET $5"
+        ))
+        .bind(text)
+        .bind(query.room)
+        .bind(query.reader)
+        .bind(i64::from(query.limit))
+        .bind(i64::from(query.offset))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(MessageRecord::from).collect())
+    }
+
+    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 }
 
-impl_store!(PgStore);
+impl_store!(PgStore, sqlx::Postgres);

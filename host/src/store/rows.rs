@@ -162,3 +162,133 @@ impl From<ParticipantRow> for (Uuid, Participant) {
         )
     }
 }
+
+#[derive(sqlx::FromRow)]
+pub struct FileRow {
+    pub id: FileId,
+    pub owner_id: UserId,
+    pub course_id: Option<CourseId>,
+    pub folder: String,
+    pub filename: String,
+    pub original_name: String,
+    pub size: i64,
+    pub mimetype: String,
+    pub sha256: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl TryFrom<FileRow> for FileRecord {
+    type Error = StoreError;
+    fn try_from(row: FileRow) -> Result<Self, StoreError> {
+        let folder =
+            Folder::parse(&row.folder).ok_or_else(|| corrupt("files.folder", &row.folder))?;
+        Ok(FileRecord {
+            id: row.id,
+            owner_id: row.owner_id,
+            course_id: row.course_id,
+            folder,
+            filename: row.filename,
+            original_name: row.original_name,
+            size: row.size.max(0) as u64,
+            mimetype: row.mimetype,
+            sha256: row.sha256,
+            created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct MessageRow {
+    pub id: MessageId,
+    pub room_id: RoomId,
+    pub sender_id: UserId,
+    pub sender_name: String,
+    pub content: String,
+    pub client_id: Option<String>,
+    pub reply_to: Option<MessageId>,
+    pub flagged: bool,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl From<MessageRow> for MessageRecord {
+    fn from(row: MessageRow) -> Self {
+        MessageRecord {
+            id: row.id,
+            room_id: row.room_id,
+            sender_id: row.sender_id,
+            sender_name: row.sender_name,
+            content: row.content,
+            client_id: row.client_id,
+            reply_to: row.reply_to,
+            flagged: row.flagged,
+            created_at: row.created_at,
+            edited_at: row.edited_at,
+            deleted_at: row.deleted_at,
+        }
+    }
+}
+
+/// One attachment row joined with its file, whose columns are all NULL once it is deleted.
+#[derive(sqlx::FromRow)]
+pub struct AttachmentRow {
+    pub message_id: MessageId,
+    pub file_id: FileId,
+    pub f_id: Option<FileId>,
+    pub owner_id: Option<UserId>,
+    pub course_id: Option<CourseId>,
+    pub folder: Option<String>,
+    pub filename: Option<String>,
+    pub original_name: Option<String>,
+    pub size: Option<i64>,
+    pub mimetype: Option<String>,
+    pub sha256: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<AttachmentRow> for Attachment {
+    type Error = StoreError;
+    fn try_from(row: AttachmentRow) -> Result<Self, StoreError> {
+        let file = match (
+            row.f_id,
+            row.owner_id,
+            row.folder,
+            row.filename,
+            row.original_name,
+            row.size,
+            row.mimetype,
+            row.sha256,
+            row.created_at,
+        ) {
+            (
+                Some(id),
+                Some(owner_id),
+                Some(folder),
+                Some(filename),
+                Some(original_name),
+                Some(size),
+                Some(mimetype),
+                Some(sha256),
+                Some(created_at),
+            ) => Some(FileRecord::try_from(FileRow {
+                id,
+                owner_id,
+                course_id: row.course_id,
+                folder,
+                filename,
+                original_name,
+                size,
+                mimetype,
+                sha256,
+                created_at,
+            })?),
+            _ => None,
+        };
+        Ok(Attachment {
+            message_id: row.message_id,
+            file_id: row.file_id,
+            file,
+        })
+    }
+}

@@ -2,8 +2,31 @@
 //! understand `RETURNING`, so one text serves both; the macro stamps it out per pool type,
 //! which keeps the statements in one place without generic bounds over `sqlx::Database`.
 
+/// The columns of a message with its sender's name (`m` is `chat_messages`, `u` is `users`).
+macro_rules! message_select {
+    () => {
+        "SELECT m.id, m.room_id, m.sender_id, u.name AS sender_name, m.content, m.client_id,
+                m.reply_to, m.flagged, m.created_at, m.edited_at, m.deleted_at
+         FROM chat_messages m JOIN users u ON u.id = m.sender_id "
+    };
+}
+
+/// Rooms user `$3` may read: the course rooms and session rooms of courses they teach or
+/// are enrolled in.
+macro_rules! readable_rooms {
+    () => {
+        "SELECT c.room_id FROM courses c
+         WHERE c.instructor_id = $3 OR c.id IN (SELECT course_id FROM enrollments WHERE user_id = $3)
+         UNION ALL
+         SELECT s.room_id FROM live_sessions s JOIN courses c ON c.id = s.course_id
+         WHERE c.instructor_id = $3 OR c.id IN (SELECT course_id FROM enrollments WHERE user_id = $3)"
+    };
+}
+
+pub(crate) use {message_select, readable_rooms};
+
 macro_rules! impl_store {
-    ($store:ty) => {
+    ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             fn backend(&self) -> $crate::store::Backend {
@@ -78,7 +101,7 @@ macro_rules! impl_store {
             async fn rotate_refresh_token(&self, old: Uuid, new: &NewRefreshToken) -> StoreResult<Rotation> {
                 // The conditional UPDATE comes first: it takes SQLite's write lock at once (no
                 // read-then-upgrade deadlock) and lets exactly one of two racing refreshes win.
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let claimed = sqlx::query(
                     "UPDATE refresh_tokens SET used_at = $2
                      WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL",
@@ -319,7 +342,7 @@ macro_rules! impl_store {
             }
 
             async fn end_session(&self, id: SessionId, at: DateTime<Utc>) -> StoreResult<Option<LiveSession>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let row: Option<SessionRow> = sqlx::query_as(
                     "UPDATE live_sessions SET status = 'ended', ended_at = $2
                      WHERE id = $1 AND status <> 'ended' RETURNING *",
@@ -422,6 +445,168 @@ macro_rules! impl_store {
                         .fetch_optional(&self.pool)
                         .await?;
                 Ok(session.map(|(session, course)| RoomOwner::Session { session, course }))
+            }
+
+            async fn insert_message(&self, message: &NewMessage) -> StoreResult<Inserted> {
+                let mut tx = self.begin_write().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO chat_messages
+                       (id, room_id, sender_id, content, client_id, reply_to, flagged, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING",
+                )
+                .bind(message.id)
+                .bind(message.room_id)
+                .bind(message.sender_id)
+                .bind(&message.content)
+                .bind(&message.client_id)
+                .bind(message.reply_to)
+                .bind(message.flagged)
+                .bind(message.created_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    let (existing,): (MessageId,) = sqlx::query_as(
+                        "SELECT id FROM chat_messages WHERE sender_id = $1 AND client_id = $2",
+                    )
+                    .bind(message.sender_id)
+                    .bind(&message.client_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    tx.rollback().await?;
+                    return Ok(Inserted::Existing(existing));
+                }
+                for (position, file) in message.attachments.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO message_attachments (message_id, file_id, position) VALUES ($1, $2, $3)",
+                    )
+                    .bind(message.id)
+                    .bind(*file)
+                    .bind(position as i32)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(Inserted::Created)
+            }
+
+            async fn message(&self, id: MessageId) -> StoreResult<Option<MessageRecord>> {
+                let row: Option<MessageRow> =
+                    sqlx::query_as(concat!($crate::store::sql::message_select!(), "WHERE m.id = $1"))
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(MessageRecord::from))
+            }
+
+            async fn message_by_client_id(&self, sender: UserId, client_id: &str) -> StoreResult<Option<MessageRecord>> {
+                let row: Option<MessageRow> = sqlx::query_as(concat!(
+                    $crate::store::sql::message_select!(),
+                    "WHERE m.sender_id = $1 AND m.client_id = $2"
+                ))
+                .bind(sender)
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(MessageRecord::from))
+            }
+
+            async fn messages(
+                &self,
+                room: RoomId,
+                before: After<MessageId>,
+                limit: u32,
+            ) -> StoreResult<Vec<MessageRecord>> {
+                let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+                    $crate::store::sql::message_select!(),
+                    "WHERE m.room_id = $1 AND ($2 IS NULL OR m.id < $2) ORDER BY m.id DESC LIMIT $3"
+                ))
+                .bind(room)
+                .bind(before)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(MessageRecord::from).collect())
+            }
+
+            async fn attachments(&self, messages: &[MessageId]) -> StoreResult<Vec<Attachment>> {
+                if messages.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT a.message_id, a.file_id, f.id AS f_id, f.owner_id, f.course_id, f.folder,
+                            f.filename, f.original_name, f.size, f.mimetype, f.sha256, f.created_at
+                     FROM message_attachments a LEFT JOIN files f ON f.id = a.file_id
+                     WHERE a.message_id IN (",
+                );
+                let mut ids = query.separated(", ");
+                for id in messages {
+                    ids.push_bind(*id);
+                }
+                ids.push_unseparated(") ORDER BY a.message_id, a.position");
+                let rows: Vec<AttachmentRow> = query.build_query_as().fetch_all(&self.pool).await?;
+                rows.into_iter().map(Attachment::try_from).collect()
+            }
+
+            async fn edit_message(
+                &self,
+                id: MessageId,
+                content: &str,
+                flagged: bool,
+                at: DateTime<Utc>,
+            ) -> StoreResult<Option<MessageRecord>> {
+                let updated = sqlx::query(
+                    "UPDATE chat_messages SET content = $2, flagged = $3, edited_at = $4
+                     WHERE id = $1 AND deleted_at IS NULL",
+                )
+                .bind(id)
+                .bind(content)
+                .bind(flagged)
+                .bind(at)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    return Ok(None);
+                }
+                self.message(id).await
+            }
+
+            async fn delete_message(&self, id: MessageId, at: DateTime<Utc>) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let deleted = sqlx::query(
+                    "UPDATE chat_messages SET content = '', deleted_at = $2
+                     WHERE id = $1 AND deleted_at IS NULL",
+                )
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if deleted == 1 {
+                    sqlx::query("DELETE FROM message_attachments WHERE message_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(deleted == 1)
+            }
+
+            async fn search_messages(&self, query: &SearchQuery) -> StoreResult<Vec<MessageRecord>> {
+                if query.terms.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.search(query).await
+            }
+
+            async fn file(&self, id: FileId) -> StoreResult<Option<FileRecord>> {
+                let row: Option<FileRow> = sqlx::query_as("SELECT * FROM files WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(FileRecord::try_from).transpose()
             }
         }
     };

@@ -1,0 +1,121 @@
+//! Builds the policy plugins (`plugins/`, a cargo workspace of its own) for `wasm32-wasip2`
+//! so that the default plugins can be embedded and the hostile fixtures tested.
+//!
+//! The nested build uses its own target directory, `target/plugins`, and so its own build
+//! lock: the outer build holds the lock of `target/debug` (or `target/release`) meanwhile.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Every component the plugins workspace produces, by crate name.
+const DEFAULT_PLUGINS: &[(&str, &str)] = &[
+    ("CHAT_MODERATION", "lyceum_chat_moderation"),
+    ("FILE_VALIDATION", "lyceum_file_validation"),
+    ("SIGNALING_POLICY", "lyceum_signaling_policy"),
+];
+const OTHER_COMPONENTS: &[(&str, &str)] = &[
+    ("TEMPLATE", "lyceum_plugin_template"),
+    ("INFINITE_LOOP", "fixture_infinite_loop"),
+    ("MEMORY_BOMB", "fixture_memory_bomb"),
+    ("PANIC", "fixture_panic"),
+    ("WASI_FILESYSTEM", "fixture_wasi_filesystem"),
+    ("WRONG_WORLD", "fixture_wrong_world"),
+    ("SLOW", "fixture_slow"),
+];
+
+/// Variables the outer cargo sets for this script or inherits from its caller that would
+/// misdirect the nested build: flags meant for the host target, a wrapper such as
+/// clippy-driver, a target directory or target triple of the outer build, a jobserver whose
+/// descriptors the child does not get.
+const SCRUBBED: &[&str] = &[
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "CARGO_BUILD_TARGET_DIR",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO_BUILD_RUSTFLAGS",
+    "RUSTFLAGS",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_MAKEFLAGS",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_PROFILE_RELEASE_DEBUG",
+    "CARGO_PROFILE_RELEASE_LTO",
+    "CARGO_PROFILE_RELEASE_OPT_LEVEL",
+    "CARGO_PROFILE_RELEASE_PANIC",
+    "CARGO_PROFILE_RELEASE_STRIP",
+    "CARGO_PROFILE_RELEASE_CODEGEN_UNITS",
+];
+
+fn main() {
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let repo = manifest_dir
+        .parent()
+        .and_then(Path::parent)
+        .expect("the runtime crate lives at host/plugin-runtime")
+        .to_path_buf();
+    let plugins = repo.join("plugins");
+    let wit = repo.join("wit");
+
+    println!("cargo::rerun-if-changed={}", plugins.display());
+    println!("cargo::rerun-if-changed={}", wit.display());
+    println!("cargo::rerun-if-env-changed=LYCEUM_PLUGINS_CARGO");
+
+    let target_dir = outer_target_dir()
+        .unwrap_or_else(|| repo.join("target"))
+        .join("plugins");
+    let cargo = env::var_os("LYCEUM_PLUGINS_CARGO")
+        .or_else(|| env::var_os("CARGO"))
+        .unwrap_or_else(|| "cargo".into());
+
+    let mut command = Command::new(&cargo);
+    command
+        .current_dir(&plugins)
+        .args([
+            "build",
+            "--release",
+            "--workspace",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target_dir);
+    for name in SCRUBBED {
+        command.env_remove(name);
+    }
+    // The outer build may run from anywhere; the toolchain pinned by rust-toolchain.toml is
+    // the one that has the wasm targets, and the outer cargo already is that toolchain.
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("could not run {cargo:?} to build the policy plugins: {e}"));
+    if !status.success() {
+        panic!(
+            "building the policy plugins for wasm32-wasip2 failed ({status}); run \
+             `cargo build --release` in plugins/ to see why"
+        );
+    }
+
+    let out = target_dir.join("wasm32-wasip2").join("release");
+    for (key, file) in DEFAULT_PLUGINS.iter().chain(OTHER_COMPONENTS) {
+        let path = out.join(format!("{file}.wasm"));
+        assert!(
+            path.is_file(),
+            "the plugins build did not produce {}",
+            path.display()
+        );
+        println!("cargo::rustc-env=LYCEUM_COMPONENT_{key}={}", path.display());
+    }
+}
+
+/// The outer build's target directory: the nearest ancestor of OUT_DIR that cargo marked
+/// with CACHEDIR.TAG. This follows `CARGO_TARGET_DIR` and `--target-dir` without being told.
+fn outer_target_dir() -> Option<PathBuf> {
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR")?);
+    out_dir
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map(Path::to_path_buf)
+}

@@ -1,0 +1,502 @@
+//! `plugins.toml`: which plugins run in which slot, in what order, with what configuration,
+//! limits and failure mode.
+//!
+//! ```toml
+//! # Optional; these are the defaults.
+//! [engine]
+//! epoch_tick_ms = 5        # how often deadlines are checked
+//! max_instances = 256      # live plugin instances, all plugins together
+//! max_memory_mib = 64      # no plugin's memory limit may exceed this
+//! pool_size = 8            # idle instances kept per plugin
+//! cache_dir = "data/plugin-cache"   # precompiled code; relative to this file
+//!
+//! # Defaults for every plugin; each plugin may override any of them.
+//! [limits]
+//! deadline_ms = 50         # wall-clock time per call
+//! memory_mib = 16          # linear memory per instance
+//! # fuel = 50000000        # instructions per call (off by default)
+//!
+//! [chat]
+//! failure = "fail-closed"  # or "fail-open": what a failing plugin means for the slot
+//!
+//! [[chat.plugins]]
+//! source = "builtin:chat-moderation"
+//! [chat.plugins.config]
+//! rate_limit = { messages = 10, window_seconds = 10 }
+//!
+//! [[chat.plugins]]
+//! source = "plugins/my-filter.wasm"     # a component file, relative to this file
+//! name = "my-filter"
+//! failure = "fail-open"                 # overrides the slot's mode for this plugin
+//! limits = { deadline_ms = 50 }
+//! config = { blocked = ["buy followers"] }
+//! ```
+//!
+//! A slot whose section, or whose `plugins` key, is missing runs its builtin plugin with
+//! its default configuration; `plugins = []` runs none (everything is allowed). With no
+//! file at all, every slot runs its builtin.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::LoadError;
+use crate::types::Slot;
+
+/// The whole of `plugins.toml`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Engine-wide settings.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Default limits for every plugin.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The chat moderation slot.
+    #[serde(default)]
+    pub chat: SlotConfig,
+    /// The file validation slot.
+    #[serde(default)]
+    pub files: SlotConfig,
+    /// The signaling policy slot.
+    #[serde(default)]
+    pub signaling: SlotConfig,
+    /// Where relative paths in the file are resolved from: the file's folder.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
+}
+
+impl PluginsConfig {
+    /// Reads `path`; a missing file gives the defaults (every slot runs its builtin).
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let base_dir = path.parent().map(Path::to_path_buf);
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_toml(&text, base_dir).map_err(|e| match e {
+                LoadError::Config(message) => {
+                    LoadError::Config(format!("{}: {message}", path.display()))
+                }
+                other => other,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self {
+                base_dir,
+                ..Self::default()
+            }),
+            Err(source) => Err(LoadError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses the text of a `plugins.toml`; relative paths resolve from `base_dir`.
+    pub fn from_toml(text: &str, base_dir: Option<PathBuf>) -> Result<Self, LoadError> {
+        let mut config: Self =
+            toml::from_str(text).map_err(|e| LoadError::Config(e.to_string()))?;
+        config.base_dir = base_dir;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The slot's settings.
+    pub fn slot(&self, slot: Slot) -> &SlotConfig {
+        match slot {
+            Slot::Chat => &self.chat,
+            Slot::Files => &self.files,
+            Slot::Signaling => &self.signaling,
+        }
+    }
+
+    /// The slot's settings, to change them in code.
+    pub fn slot_mut(&mut self, slot: Slot) -> &mut SlotConfig {
+        match slot {
+            Slot::Chat => &mut self.chat,
+            Slot::Files => &mut self.files,
+            Slot::Signaling => &mut self.signaling,
+        }
+    }
+
+    /// The slot's chain as configured, or its builtin plugin when none is configured.
+    pub fn chain(&self, slot: Slot) -> Vec<PluginSpec> {
+        match &self.slot(slot).plugins {
+            Some(plugins) => plugins.clone(),
+            None => vec![PluginSpec::new(PluginSource::Builtin(Builtin::for_slot(
+                slot,
+            )))],
+        }
+    }
+
+    /// Resolves a path from the file against its folder.
+    pub fn resolve_path(&self, path: &Path) -> PathBuf {
+        match &self.base_dir {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    /// Checks what the types cannot: unique names, builtins in their own slots, limits
+    /// within the engine's bounds.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        let engine = &self.engine;
+        if engine.epoch_tick_ms == 0 {
+            return Err(LoadError::Config(
+                "engine.epoch_tick_ms must be at least 1".into(),
+            ));
+        }
+        if engine.max_instances == 0 {
+            return Err(LoadError::Config(
+                "engine.max_instances must be at least 1".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        for slot in Slot::ALL {
+            for spec in self.chain(slot) {
+                if let PluginSource::Builtin(builtin) = &spec.source
+                    && builtin.slot() != slot
+                {
+                    return Err(LoadError::Config(format!(
+                        "`builtin:{}` is a {} plugin and cannot run in the {slot} slot",
+                        builtin.as_str(),
+                        builtin.slot()
+                    )));
+                }
+                let name = spec.name();
+                if !names.insert(name.clone()) {
+                    return Err(LoadError::Config(format!(
+                        "two plugins are named `{name}`; give one a distinct `name`"
+                    )));
+                }
+                let limits = self.limits.merged(&spec.limits).resolve();
+                if limits.deadline.is_zero() {
+                    return Err(LoadError::Config(format!(
+                        "plugin `{name}`: deadline_ms must be at least 1"
+                    )));
+                }
+                if limits.memory_bytes > engine.max_memory_bytes() {
+                    return Err(LoadError::Config(format!(
+                        "plugin `{name}`: memory_mib exceeds engine.max_memory_mib ({})",
+                        engine.max_memory_mib
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fuel_wanted(&self) -> bool {
+        Slot::ALL.iter().any(|&slot| {
+            self.chain(slot)
+                .iter()
+                .any(|s| self.limits.merged(&s.limits).fuel.is_some())
+        })
+    }
+}
+
+/// Engine-wide settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Interval of the clock that enforces deadlines, in milliseconds. A call may overrun
+    /// its deadline by up to one tick.
+    pub epoch_tick_ms: u64,
+    /// Most plugin instances alive at once, all plugins together (the pooling allocator
+    /// reserves address space for this many).
+    pub max_instances: u32,
+    /// Ceiling for any plugin's `memory_mib`.
+    pub max_memory_mib: u64,
+    /// Idle instances kept per plugin for reuse; concurrent calls beyond this instantiate
+    /// extra instances, dropped after use.
+    pub pool_size: u32,
+    /// Where precompiled plugins are cached, keyed by content hash, so that a restart does
+    /// not compile again. Relative to the file's folder. No cache when unset.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            epoch_tick_ms: 5,
+            max_instances: 256,
+            max_memory_mib: 64,
+            pool_size: 8,
+            cache_dir: None,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub(crate) fn max_memory_bytes(&self) -> usize {
+        usize::try_from(self.max_memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+}
+
+/// What a failing plugin (trap, timeout, memory or fuel exhausted) means for its slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureMode {
+    /// The request is refused with a [`PolicyFailure`](crate::PolicyFailure); nothing
+    /// slips through unchecked.
+    #[default]
+    FailClosed,
+    /// The failing plugin is skipped as if it had allowed; the failure is logged and
+    /// counted.
+    FailOpen,
+}
+
+impl fmt::Display for FailureMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailureMode::FailClosed => "fail-closed",
+            FailureMode::FailOpen => "fail-open",
+        })
+    }
+}
+
+/// One slot's chain.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotConfig {
+    /// The slot's failure mode, for plugins that do not set their own.
+    #[serde(default)]
+    pub failure: FailureMode,
+    /// The chain, asked in order. `None`: the slot's builtin plugin alone.
+    #[serde(default)]
+    pub plugins: Option<Vec<PluginSpec>>,
+}
+
+/// One plugin of a chain.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// Where the component comes from.
+    pub source: PluginSource,
+    /// The name in logs, metrics and the key-value namespace; defaults to the builtin's
+    /// name or the file's stem. Unique across all slots.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Overrides the slot's failure mode.
+    #[serde(default)]
+    pub failure: Option<FailureMode>,
+    /// Overrides the default limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The plugin's own configuration, handed to it as a JSON object.
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+impl PluginSpec {
+    /// A plugin with default name, failure mode, limits and configuration.
+    pub fn new(source: PluginSource) -> Self {
+        Self {
+            source,
+            name: None,
+            failure: None,
+            limits: LimitsConfig::default(),
+            config: serde_json::Map::new(),
+        }
+    }
+
+    /// Sets the plugin's configuration; `config` must be a JSON object.
+    pub fn with_config(mut self, config: serde_json::Value) -> Self {
+        self.config = match config {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        self
+    }
+
+    /// Sets the plugin's name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the plugin's failure mode.
+    pub fn with_failure(mut self, failure: FailureMode) -> Self {
+        self.failure = Some(failure);
+        self
+    }
+
+    /// Sets the plugin's limits.
+    pub fn with_limits(mut self, limits: LimitsConfig) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The name the plugin goes by.
+    pub fn name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        match &self.source {
+            PluginSource::Builtin(b) => b.as_str().to_owned(),
+            PluginSource::File(path) => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string()),
+            PluginSource::Bytes { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// Where a plugin's component comes from. In `plugins.toml`: `"builtin:<name>"` or a path.
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub enum PluginSource {
+    /// One of the default plugins embedded in the server.
+    Builtin(Builtin),
+    /// A `.wasm` component file.
+    File(PathBuf),
+    /// A component held in memory (an upload through an admin API, a test).
+    Bytes {
+        /// The default plugin name.
+        name: String,
+        /// The component.
+        bytes: Arc<[u8]>,
+    },
+}
+
+impl fmt::Debug for PluginSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginSource::Builtin(b) => write!(f, "builtin:{}", b.as_str()),
+            PluginSource::File(p) => write!(f, "{}", p.display()),
+            PluginSource::Bytes { name, bytes } => write!(f, "<{} bytes: {name}>", bytes.len()),
+        }
+    }
+}
+
+impl TryFrom<String> for PluginSource {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.strip_prefix("builtin:") {
+            Some(name) => Builtin::from_name(name).map(PluginSource::Builtin).ok_or_else(|| {
+                format!("unknown builtin plugin `{name}` (known: chat-moderation, file-validation, signaling-policy)")
+            }),
+            None if value.trim().is_empty() => Err("a plugin source must not be empty".into()),
+            None => Ok(PluginSource::File(PathBuf::from(value))),
+        }
+    }
+}
+
+/// The default plugins shipped inside the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Builtin {
+    /// `builtin:chat-moderation`.
+    ChatModeration,
+    /// `builtin:file-validation`.
+    FileValidation,
+    /// `builtin:signaling-policy`.
+    SignalingPolicy,
+}
+
+impl Builtin {
+    /// The builtin for a slot.
+    pub fn for_slot(slot: Slot) -> Self {
+        match slot {
+            Slot::Chat => Builtin::ChatModeration,
+            Slot::Files => Builtin::FileValidation,
+            Slot::Signaling => Builtin::SignalingPolicy,
+        }
+    }
+
+    /// The slot the builtin serves.
+    pub fn slot(self) -> Slot {
+        match self {
+            Builtin::ChatModeration => Slot::Chat,
+            Builtin::FileValidation => Slot::Files,
+            Builtin::SignalingPolicy => Slot::Signaling,
+        }
+    }
+
+    /// The name after `builtin:`.
+    pub fn as_str(self) -> &'static str {
+        self.slot().world()
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [
+            Builtin::ChatModeration,
+            Builtin::FileValidation,
+            Builtin::SignalingPolicy,
+        ]
+        .into_iter()
+        .find(|b| b.as_str() == name)
+    }
+
+    /// The embedded component.
+    pub fn component(self) -> &'static [u8] {
+        match self {
+            Builtin::ChatModeration => crate::builtin::CHAT_MODERATION,
+            Builtin::FileValidation => crate::builtin::FILE_VALIDATION,
+            Builtin::SignalingPolicy => crate::builtin::SIGNALING_POLICY,
+        }
+    }
+}
+
+/// Limits as written: any key left out falls back to the level above (plugin → `[limits]`
+/// → built-in defaults).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Wall-clock time per call, in milliseconds (default 50).
+    pub deadline_ms: Option<u64>,
+    /// Linear memory per instance, in MiB (default 16).
+    pub memory_mib: Option<u64>,
+    /// WebAssembly fuel per call, roughly instructions (default: unlimited). Enabling fuel
+    /// for any plugin makes every plugin's code a little slower.
+    pub fuel: Option<u64>,
+}
+
+impl LimitsConfig {
+    /// `self` with the keys `over` sets replaced.
+    pub fn merged(&self, over: &LimitsConfig) -> LimitsConfig {
+        LimitsConfig {
+            deadline_ms: over.deadline_ms.or(self.deadline_ms),
+            memory_mib: over.memory_mib.or(self.memory_mib),
+            fuel: over.fuel.or(self.fuel),
+        }
+    }
+
+    /// The effective limits, defaults filled in.
+    pub fn resolve(&self) -> Limits {
+        Limits {
+            deadline: Duration::from_millis(
+                self.deadline_ms.unwrap_or(Limits::DEFAULT_DEADLINE_MS),
+            ),
+            memory_bytes: usize::try_from(
+                self.memory_mib
+                    .unwrap_or(Limits::DEFAULT_MEMORY_MIB)
+                    .saturating_mul(1 << 20),
+            )
+            .unwrap_or(usize::MAX),
+            fuel: self.fuel,
+        }
+    }
+}
+
+/// The limits one plugin runs under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time per call.
+    pub deadline: Duration,
+    /// Linear memory per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Fuel per call, if metered.
+    pub fuel: Option<u64>,
+}
+
+impl Limits {
+    /// Default deadline: thousands of times what a default plugin needs, short enough that
+    /// a runaway plugin is not felt, and long enough that a call preempted on a busy machine
+    /// (the deadline is wall-clock time) is not mistaken for a runaway one.
+    pub const DEFAULT_DEADLINE_MS: u64 = 50;
+    /// Default memory: ample for the default plugins (about 2 MiB used).
+    pub const DEFAULT_MEMORY_MIB: u64 = 16;
+}

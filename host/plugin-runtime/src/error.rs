@@ -1,0 +1,122 @@
+//! Errors: [`LoadError`] when building the engine (the server should refuse to start),
+//! [`PolicyFailure`] when a call fails on a fail-closed slot (the request gets an error).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::types::Slot;
+
+/// Why the policy engine could not be built or a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// `plugins.toml` is malformed or inconsistent.
+    #[error("invalid plugins configuration: {0}")]
+    Config(String),
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The bytes are not a WebAssembly component.
+    #[error("plugin `{plugin}` is not a valid WebAssembly component: {reason}")]
+    InvalidComponent {
+        /// The plugin.
+        plugin: String,
+        /// What is wrong, in the words of the validator.
+        reason: String,
+    },
+    /// The component imports something plugins are not given.
+    #[error(
+        "plugin `{plugin}` imports {}, which Lyceum does not provide to plugins \
+         (they get only `lyceum:policy/log`, `config` and `kv` @0.1.0)",
+        imports.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+    )]
+    ForbiddenImport {
+        /// The plugin.
+        plugin: String,
+        /// Every refused import by full name, such as `wasi:filesystem/types@0.2.6`.
+        imports: Vec<String>,
+    },
+    /// The component does not export the world of its slot.
+    #[error(
+        "plugin `{plugin}` does not implement the `lyceum:policy/{world}@0.1.0` world: {reason}"
+    )]
+    WrongWorld {
+        /// The plugin.
+        plugin: String,
+        /// The world its slot requires.
+        world: &'static str,
+        /// What is missing or mistyped.
+        reason: String,
+    },
+    /// The component could not be instantiated (its start code trapped, or no instance
+    /// slot was free).
+    #[error("plugin `{plugin}` could not be started: {reason}")]
+    Instantiate {
+        /// The plugin.
+        plugin: String,
+        /// The cause.
+        reason: String,
+    },
+    /// The WebAssembly engine could not be set up.
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+}
+
+/// What went wrong in a plugin call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The plugin trapped: a panic, an unreachable instruction, a bad memory access.
+    Trap,
+    /// The plugin ran past its deadline and was interrupted.
+    Timeout,
+    /// The plugin tried to grow its memory past its limit.
+    Memory,
+    /// The plugin used up its fuel.
+    Fuel,
+    /// No instance could be made (all instance slots busy, or instantiation failed).
+    Unavailable,
+}
+
+impl FailureKind {
+    /// The label used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Memory => "memory",
+            FailureKind::Fuel => "fuel",
+            FailureKind::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailureKind::Trap => "it crashed",
+            FailureKind::Timeout => "it ran past its deadline",
+            FailureKind::Memory => "it exceeded its memory limit",
+            FailureKind::Fuel => "it ran out of fuel",
+            FailureKind::Unavailable => "no instance was available",
+        })
+    }
+}
+
+/// A fail-closed slot could not reach a decision because a plugin failed. The request
+/// must be refused: answer `UNAVAILABLE` (503) or a clear error, never allow it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("policy plugin `{plugin}` ({slot}) failed: {kind}")]
+pub struct PolicyFailure {
+    /// The slot whose chain failed.
+    pub slot: Slot,
+    /// The plugin that failed.
+    pub plugin: String,
+    /// How it failed.
+    pub kind: FailureKind,
+}

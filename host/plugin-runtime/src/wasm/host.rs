@@ -1,0 +1,202 @@
+//! The host side of the plugins' imports (`log`, `config`, `kv`) and the per-store state
+//! that enforces the memory limit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+
+use super::deadline::Overtime;
+use super::since_v0_1_0::{config, kv, log, types};
+use crate::kv::{KvError, KvStore};
+
+/// What every instance of one plugin shares.
+pub(crate) struct PluginData {
+    pub(crate) name: Arc<str>,
+    pub(crate) config_json: String,
+    pub(crate) config_values: HashMap<String, String>,
+}
+
+/// Log lines a plugin may write per call: enough to report a problem, too few to flood
+/// the server's log from a hot path.
+const LOG_LINES_PER_CALL: u32 = 8;
+const LOG_LINE_MAX_BYTES: usize = 2048;
+const KEY_MAX_BYTES: usize = 256;
+const VALUE_MAX_BYTES: usize = 64 * 1024;
+
+/// The data of one plugin instance's store.
+pub(crate) struct HostState {
+    data: Arc<PluginData>,
+    kv: Arc<dyn KvStore>,
+    limits: StoreLimits,
+    memory_exceeded: bool,
+    logs_left: u32,
+    pub(crate) overtime: Overtime,
+}
+
+impl HostState {
+    pub(crate) fn new(
+        data: Arc<PluginData>,
+        kv: Arc<dyn KvStore>,
+        memory_bytes: usize,
+        overtime: Overtime,
+    ) -> Self {
+        Self {
+            data,
+            kv,
+            // A failed growth traps instead of returning -1 to the guest: Rust's allocator
+            // would abort anyway, and a trap tells us why.
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            memory_exceeded: false,
+            logs_left: LOG_LINES_PER_CALL,
+            overtime,
+        }
+    }
+
+    pub(crate) fn begin_call(&mut self) {
+        self.logs_left = LOG_LINES_PER_CALL;
+        self.overtime.reset();
+    }
+
+    pub(crate) fn memory_exceeded(&self) -> bool {
+        self.memory_exceeded
+    }
+
+    fn check_key(key: &str) -> Result<(), kv::KvError> {
+        if key.is_empty() || key.len() > KEY_MAX_BYTES {
+            return Err(kv::KvError::Invalid(format!(
+                "keys must be 1 to {KEY_MAX_BYTES} bytes long"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let verdict = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(verdict, Ok(true)) {
+            self.memory_exceeded = true;
+        }
+        verdict
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_exceeded = true;
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, mut message: String) {
+        if self.logs_left == 0 {
+            return;
+        }
+        self.logs_left -= 1;
+        if message.len() > LOG_LINE_MAX_BYTES {
+            let mut end = LOG_LINE_MAX_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        let plugin = &*self.data.name;
+        match level {
+            log::Level::Trace => tracing::trace!(target: "lyceum::plugin", plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "lyceum::plugin", plugin, "{message}"),
+            log::Level::Info => tracing::info!(target: "lyceum::plugin", plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "lyceum::plugin", plugin, "{message}"),
+            log::Level::Error => tracing::error!(target: "lyceum::plugin", plugin, "{message}"),
+        }
+    }
+}
+
+impl config::Host for HostState {
+    fn get_json(&mut self) -> String {
+        self.data.config_json.clone()
+    }
+
+    fn get(&mut self, key: String) -> Option<String> {
+        self.data.config_values.get(&key).cloned()
+    }
+}
+
+fn kv_error(error: KvError) -> kv::KvError {
+    match error {
+        KvError::Unavailable => kv::KvError::Unavailable,
+        KvError::Invalid(why) => kv::KvError::Invalid(why),
+        KvError::Full => kv::KvError::Full,
+    }
+}
+
+impl kv::Host for HostState {
+    fn get(&mut self, key: String) -> Result<Option<String>, kv::KvError> {
+        Self::check_key(&key)?;
+        self.kv.get(&self.data.name, &key).map_err(kv_error)
+    }
+
+    fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> Result<(), kv::KvError> {
+        Self::check_key(&key)?;
+        if value.len() > VALUE_MAX_BYTES {
+            return Err(kv::KvError::Invalid(format!(
+                "values must be at most {VALUE_MAX_BYTES} bytes long"
+            )));
+        }
+        self.kv
+            .set(
+                &self.data.name,
+                &key,
+                &value,
+                ttl_ms.map(Duration::from_millis),
+            )
+            .map_err(kv_error)
+    }
+
+    fn incr(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> Result<i64, kv::KvError> {
+        Self::check_key(&key)?;
+        self.kv
+            .incr(
+                &self.data.name,
+                &key,
+                delta,
+                ttl_ms.map(Duration::from_millis),
+            )
+            .map_err(kv_error)
+    }
+}

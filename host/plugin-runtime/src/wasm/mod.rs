@@ -1,0 +1,634 @@
+//! Everything that knows wasmtime: the engine and its limits, the precompiled cache, loading
+//! and checking components, the host side of the imports, and pools of reusable instances.
+//! Nothing from here leaves the crate; callers see domain types and [`FailureKind`].
+
+mod cache;
+mod deadline;
+mod host;
+pub(crate) mod since_v0_1_0;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use self::cache::ArtifactCache;
+use self::deadline::Overtime;
+use self::host::HostState;
+use self::since_v0_1_0 as v0_1_0;
+use crate::config::{EngineConfig, Limits};
+use crate::error::{FailureKind, LoadError};
+use crate::kv::KvStore;
+use crate::types::{
+    FileFinish, FilePrecheck, FileVerdict, JoinCheck, JoinVerdict, MessageEvent, ModerationInput,
+    ModerationVerdict, PolicyContext, Refusal, Role, SessionState, SignalCheck, SignalKind,
+    SignalVerdict, Slot,
+};
+
+/// Interfaces the host implements, by full name.
+const PROVIDED: &[&str] = &[
+    "lyceum:policy/types@0.1.0",
+    "lyceum:policy/log@0.1.0",
+    "lyceum:policy/config@0.1.0",
+    "lyceum:policy/kv@0.1.0",
+];
+
+/// WASI interfaces that Rust's `wasm32-wasip2` standard library imports into every component
+/// whether or not the plugin uses them (stdio for panic messages, exit, environment). They
+/// are linked to functions that trap, so a plugin calling one fails that call; every other
+/// WASI interface (filesystem, sockets, clocks, random, http, ...) is refused at load.
+const INERT_WASI: &[&str] = &[
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+];
+
+/// The engine all plugins share, with its epoch ticker.
+pub(crate) struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<ArtifactCache>,
+    tick: Duration,
+    fuel_enabled: bool,
+    pool_size: usize,
+    ticker: Option<Ticker>,
+}
+
+impl Runtime {
+    pub(crate) fn new(
+        config: &EngineConfig,
+        fuel_enabled: bool,
+        cache_dir: Option<std::path::PathBuf>,
+    ) -> Result<Self, LoadError> {
+        let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
+        let max_memory = config.max_memory_bytes();
+
+        let mut pool = PoolingAllocationConfig::default();
+        let instances = config.max_instances;
+        pool.total_component_instances(instances)
+            // A Rust component holds a handful of core instances (the module and the shims
+            // that tie imports together), a few tables and one memory; a second memory per
+            // component is allowed for components built with a preview1 adapter.
+            .total_core_instances(instances.saturating_mul(8))
+            .total_memories(instances)
+            .total_tables(instances.saturating_mul(4))
+            .max_memories_per_component(2)
+            .max_tables_per_component(8)
+            .max_memory_size(max_memory);
+
+        let mut wasm = Config::new();
+        // Memories keep wasmtime's default 4 GiB reservation with guard pages, so compiled
+        // code needs no explicit bounds checks: reserving only the memory cap measured about
+        // 15% slower on the moderation benchmark. The reservation is address space, not
+        // memory: max_instances × 4 GiB of it (1 TiB at the default 256).
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(fuel_enabled)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&wasm).map_err(engine_err)?;
+
+        let mut linker = Linker::new(&engine);
+        v0_1_0::chat::ChatModeration::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(engine_err)?;
+
+        let cache = match cache_dir {
+            Some(dir) => match ArtifactCache::open(dir.clone(), &engine) {
+                Ok(cache) => Some(cache),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "plugin cache unusable; compiling every start");
+                    None
+                }
+            },
+            None => None,
+        };
+
+        let tick = Duration::from_millis(config.epoch_tick_ms.max(1));
+        let ticker =
+            Ticker::start(engine.clone(), tick).map_err(|e| LoadError::Engine(e.to_string()))?;
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            tick,
+            fuel_enabled,
+            pool_size: usize::try_from(config.pool_size).unwrap_or(usize::MAX),
+            ticker: Some(ticker),
+        })
+    }
+
+    /// Compiles (or loads precompiled) `bytes`, checks its imports and exports against the
+    /// slot's world and starts one instance, so every load-time problem surfaces here.
+    pub(crate) fn load(
+        &self,
+        slot: Slot,
+        name: &str,
+        bytes: &[u8],
+        plugin_config: &serde_json::Map<String, serde_json::Value>,
+        limits: Limits,
+        kv: Arc<dyn KvStore>,
+    ) -> Result<Loaded, LoadError> {
+        let invalid = |reason: String| LoadError::InvalidComponent {
+            plugin: name.to_owned(),
+            reason,
+        };
+        if bytes.len() >= 8 && bytes.starts_with(b"\0asm") && bytes[4..8] == [1, 0, 0, 0] {
+            return Err(invalid(
+                "it is a core WebAssembly module, not a component; build for wasm32-wasip2 \
+                 or wrap it with `wasm-tools component new`"
+                    .into(),
+            ));
+        }
+
+        let sha256 = cache::content_hash(bytes);
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.load(&self.engine, &sha256));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component =
+                    Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
+                if let Some(cache) = &self.cache {
+                    cache.store(&sha256, &component);
+                }
+                component
+            }
+        };
+
+        let component_type = component.component_type();
+        let mut tolerated = false;
+        let mut forbidden = Vec::new();
+        for (import, _) in component_type.imports(&self.engine) {
+            if PROVIDED.contains(&import) {
+                continue;
+            }
+            if is_inert_wasi(import) {
+                tolerated = true;
+                continue;
+            }
+            forbidden.push(import.to_owned());
+        }
+        if !forbidden.is_empty() {
+            return Err(LoadError::ForbiddenImport {
+                plugin: name.to_owned(),
+                imports: forbidden,
+            });
+        }
+
+        let world = slot.world();
+        let wrong_world = |reason: String| LoadError::WrongWorld {
+            plugin: name.to_owned(),
+            world,
+            reason,
+        };
+        let mut linker = self.linker.clone();
+        if tolerated {
+            linker
+                .define_unknown_imports_as_traps(&component)
+                .map_err(|e| wrong_world(format!("{e:#}")))?;
+        }
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| wrong_world(format!("{e:#}")))?;
+        let pre = match slot {
+            Slot::Chat => v0_1_0::chat::ChatModerationPre::new(pre).map(Pre::Chat),
+            Slot::Files => v0_1_0::files::FileValidationPre::new(pre).map(Pre::Files),
+            Slot::Signaling => v0_1_0::signaling::SignalingPolicyPre::new(pre).map(Pre::Signaling),
+        }
+        .map_err(|e| wrong_world(format!("{e:#}")))?;
+
+        let values = plugin_config
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect::<HashMap<_, _>>();
+        let data = Arc::new(host::PluginData {
+            name: name.into(),
+            config_json: serde_json::Value::Object(plugin_config.clone()).to_string(),
+            config_values: values,
+        });
+
+        let loaded = Loaded {
+            engine: self.engine.clone(),
+            pre,
+            data,
+            kv,
+            limits,
+            deadline_ticks: deadline_ticks(limits.deadline, self.tick),
+            tick: self.tick,
+            fuel_enabled: self.fuel_enabled,
+            pool: Mutex::new(Vec::new()),
+            pool_size: self.pool_size,
+            from_cache,
+            sha256,
+        };
+        let first = loaded.instantiate().map_err(|e| LoadError::Instantiate {
+            plugin: name.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        loaded.release(first);
+        Ok(loaded)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(ticker) = self.ticker.take() {
+            ticker.stop();
+        }
+    }
+}
+
+fn is_inert_wasi(import: &str) -> bool {
+    let Some((interface, version)) = import.split_once('@') else {
+        return false;
+    };
+    version.starts_with("0.2.") && INERT_WASI.contains(&interface)
+}
+
+/// Epoch ticks to allow for `deadline`: the tick in progress when the call starts may end
+/// at once, so one more than the deadline needs, which makes the effective limit
+/// somewhere between `deadline` and `deadline + tick`.
+fn deadline_ticks(deadline: Duration, tick: Duration) -> u64 {
+    let ticks = deadline.as_nanos().div_ceil(tick.as_nanos().max(1));
+    u64::try_from(ticks).unwrap_or(u64::MAX - 1).max(1) + 1
+}
+
+/// A thread advancing the engine's epoch, which is what interrupts a plugin past its
+/// deadline. It ends when the runtime is dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Ticker {
+    fn start(engine: Engine, tick: Duration) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(tick);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Self { stop, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.thread().unpark();
+        if self.thread.join().is_err() {
+            tracing::error!("the plugin epoch thread panicked");
+        }
+    }
+}
+
+enum Pre {
+    Chat(v0_1_0::chat::ChatModerationPre<HostState>),
+    Files(v0_1_0::files::FileValidationPre<HostState>),
+    Signaling(v0_1_0::signaling::SignalingPolicyPre<HostState>),
+}
+
+enum Exports {
+    Chat(v0_1_0::chat::ChatModeration),
+    Files(v0_1_0::files::FileValidation),
+    Signaling(v0_1_0::signaling::SignalingPolicy),
+}
+
+struct Instance {
+    store: Store<HostState>,
+    exports: Exports,
+}
+
+/// A loaded plugin: its pre-linked component and a pool of instances ready for calls.
+///
+/// Instances are reused across calls (a fresh one costs tens of microseconds, a call on a
+/// live one about one), so guest memory persists between calls of one instance, but not
+/// reliably: an instance that failed is dropped, never reused, and concurrent calls use
+/// different instances. Plugins keep state that matters in the host store.
+pub(crate) struct Loaded {
+    engine: Engine,
+    pre: Pre,
+    data: Arc<host::PluginData>,
+    kv: Arc<dyn KvStore>,
+    limits: Limits,
+    deadline_ticks: u64,
+    tick: Duration,
+    fuel_enabled: bool,
+    pool: Mutex<Vec<Instance>>,
+    pool_size: usize,
+    pub(crate) from_cache: bool,
+    pub(crate) sha256: String,
+}
+
+impl Loaded {
+    fn instantiate(&self) -> wasmtime::Result<Instance> {
+        let overtime = Overtime::new(self.deadline_ticks, self.tick);
+        let state = HostState::new(
+            self.data.clone(),
+            self.kv.clone(),
+            self.limits.memory_bytes,
+            overtime,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| state);
+        store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().overtime.on_deadline()));
+        // Start code runs under the same limits as a call; the default deadline of 0
+        // would interrupt it at once.
+        store.set_epoch_deadline(self.deadline_ticks);
+        if self.fuel_enabled {
+            store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX))?;
+        }
+        let exports = match &self.pre {
+            Pre::Chat(pre) => Exports::Chat(pre.instantiate(&mut store)?),
+            Pre::Files(pre) => Exports::Files(pre.instantiate(&mut store)?),
+            Pre::Signaling(pre) => Exports::Signaling(pre.instantiate(&mut store)?),
+        };
+        Ok(Instance { store, exports })
+    }
+
+    fn release(&self, instance: Instance) {
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < self.pool_size {
+            pool.push(instance);
+        }
+    }
+
+    /// Runs `call` on a pooled instance under the plugin's limits. After any failure the
+    /// instance is dropped: a trapped instance may be in any state.
+    fn with_instance<R>(
+        &self,
+        call: impl FnOnce(&mut Store<HostState>, &Exports) -> wasmtime::Result<R>,
+    ) -> Result<R, FailureKind> {
+        let idle = self
+            .pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut instance = match idle {
+            Some(instance) => instance,
+            None => self.instantiate().map_err(|e| {
+                tracing::warn!(plugin = %self.data.name, error = %format!("{e:#}"), "could not start a plugin instance");
+                FailureKind::Unavailable
+            })?,
+        };
+        instance.store.set_epoch_deadline(self.deadline_ticks);
+        if self.fuel_enabled
+            && instance
+                .store
+                .set_fuel(self.limits.fuel.unwrap_or(u64::MAX))
+                .is_err()
+        {
+            return Err(FailureKind::Unavailable);
+        }
+        instance.store.data_mut().begin_call();
+        match call(&mut instance.store, &instance.exports) {
+            Ok(result) => {
+                self.release(instance);
+                Ok(result)
+            }
+            Err(e) => Err(classify(&e, instance.store.data())),
+        }
+    }
+
+    pub(crate) fn moderate(
+        &self,
+        ctx: &PolicyContext,
+        input: &ModerationInput,
+        content: &str,
+    ) -> Result<ModerationVerdict, FailureKind> {
+        use v0_1_0::chat::exports::lyceum::policy::moderation::{
+            Message, MessageEvent as Event, Verdict,
+        };
+        let message = Message {
+            room_id: &input.room_id,
+            message_id: input.message_id.as_deref(),
+            event: match input.event {
+                MessageEvent::Send => Event::Send,
+                MessageEvent::Edit => Event::Edit,
+            },
+            content,
+            reply_to: input.reply_to.as_deref(),
+            attachment_count: input.attachment_count,
+        };
+        let verdict = self.with_instance(|store, exports| match exports {
+            Exports::Chat(bindings) => {
+                bindings
+                    .lyceum_policy_moderation()
+                    .call_moderate(store, context(ctx), message)
+            }
+            _ => Err(mismatch()),
+        })?;
+        Ok(match verdict {
+            Verdict::Allow => ModerationVerdict::Allow,
+            Verdict::Reject(r) => ModerationVerdict::Reject(refusal(r)),
+            Verdict::Rewrite(content) => ModerationVerdict::Rewrite { content },
+            Verdict::Flag(reason) => ModerationVerdict::Flag { reason },
+        })
+    }
+
+    pub(crate) fn precheck(
+        &self,
+        ctx: &PolicyContext,
+        input: &FilePrecheck,
+        name: &str,
+        folder: Option<&str>,
+    ) -> Result<FileVerdict, FailureKind> {
+        use v0_1_0::files::exports::lyceum::policy::files::UploadHead;
+        let head = &input.head[..input.head.len().min(FilePrecheck::HEAD_LEN)];
+        let upload = UploadHead {
+            name,
+            folder,
+            declared_type: input.declared_type.as_deref(),
+            declared_size: input.declared_size,
+            sniffed_type: input.sniffed_type.as_deref(),
+            head,
+        };
+        let verdict = self.with_instance(|store, exports| match exports {
+            Exports::Files(bindings) => {
+                bindings
+                    .lyceum_policy_files()
+                    .call_precheck(store, context(ctx), upload)
+            }
+            _ => Err(mismatch()),
+        })?;
+        Ok(file_verdict(verdict))
+    }
+
+    pub(crate) fn finish(
+        &self,
+        ctx: &PolicyContext,
+        input: &FileFinish,
+        name: &str,
+        folder: Option<&str>,
+    ) -> Result<FileVerdict, FailureKind> {
+        use v0_1_0::files::exports::lyceum::policy::files::UploadDone;
+        let upload = UploadDone {
+            name,
+            folder,
+            declared_type: input.declared_type.as_deref(),
+            size: input.size,
+            sha256: &input.sha256,
+            sniffed_type: input.sniffed_type.as_deref(),
+        };
+        let verdict = self.with_instance(|store, exports| match exports {
+            Exports::Files(bindings) => {
+                bindings
+                    .lyceum_policy_files()
+                    .call_finish(store, context(ctx), upload)
+            }
+            _ => Err(mismatch()),
+        })?;
+        Ok(file_verdict(verdict))
+    }
+
+    pub(crate) fn check_join(
+        &self,
+        ctx: &PolicyContext,
+        input: &JoinCheck,
+    ) -> Result<JoinVerdict, FailureKind> {
+        use v0_1_0::signaling::exports::lyceum::policy::signaling::{
+            JoinRequest, JoinVerdict as Verdict, SessionState as State,
+        };
+        let request = JoinRequest {
+            session_id: &input.session_id,
+            state: match input.state {
+                SessionState::Scheduled => State::Scheduled,
+                SessionState::Live => State::Live,
+                SessionState::Ended => State::Ended,
+            },
+            participant_count: input.participant_count,
+            max_participants: input.max_participants,
+        };
+        let verdict = self.with_instance(|store, exports| match exports {
+            Exports::Signaling(bindings) => {
+                bindings
+                    .lyceum_policy_signaling()
+                    .call_check_join(store, context(ctx), request)
+            }
+            _ => Err(mismatch()),
+        })?;
+        Ok(match verdict {
+            Verdict::Allow => JoinVerdict::Allow,
+            Verdict::Deny(r) => JoinVerdict::Deny(refusal(r)),
+        })
+    }
+
+    pub(crate) fn check_signal(
+        &self,
+        ctx: &PolicyContext,
+        input: &SignalCheck,
+        payload: &str,
+    ) -> Result<SignalVerdict, FailureKind> {
+        use v0_1_0::signaling::exports::lyceum::policy::signaling::{
+            Signal, SignalKind as Kind, SignalVerdict as Verdict,
+        };
+        let signal = Signal {
+            session_id: &input.session_id,
+            kind: match input.kind {
+                SignalKind::Offer => Kind::Offer,
+                SignalKind::Answer => Kind::Answer,
+                SignalKind::IceCandidate => Kind::IceCandidate,
+            },
+            from: &input.from,
+            to: &input.to,
+            payload,
+        };
+        let verdict =
+            self.with_instance(|store, exports| match exports {
+                Exports::Signaling(bindings) => bindings
+                    .lyceum_policy_signaling()
+                    .call_check_signal(store, context(ctx), signal),
+                _ => Err(mismatch()),
+            })?;
+        Ok(match verdict {
+            Verdict::Relay => SignalVerdict::Relay,
+            Verdict::Rewrite(payload) => SignalVerdict::Rewrite { payload },
+            Verdict::Drop(r) => SignalVerdict::Drop(refusal(r)),
+        })
+    }
+}
+
+/// Bindings are chosen from the slot when loading, so this only fires on a host bug; it is
+/// an error rather than a panic so that the slot's failure mode still applies.
+fn mismatch() -> wasmtime::Error {
+    wasmtime::format_err!("plugin called through the bindings of another world")
+}
+
+fn classify(error: &wasmtime::Error, state: &HostState) -> FailureKind {
+    if state.memory_exceeded() {
+        return FailureKind::Memory;
+    }
+    if state.overtime.timed_out() {
+        return FailureKind::Timeout;
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => FailureKind::Timeout,
+        Some(Trap::OutOfFuel) => FailureKind::Fuel,
+        _ => FailureKind::Trap,
+    }
+}
+
+fn context(ctx: &PolicyContext) -> v0_1_0::types::Context<'_> {
+    use v0_1_0::types::Role as R;
+    v0_1_0::types::Context {
+        request_id: &ctx.request_id,
+        actor_id: &ctx.actor_id,
+        actor_role: match ctx.actor_role {
+            Role::Student => R::Student,
+            Role::Instructor => R::Instructor,
+            Role::Admin => R::Admin,
+        },
+        course_id: ctx.course_id.as_deref(),
+        room_id: ctx.room_id.as_deref(),
+        session_id: ctx.session_id.as_deref(),
+        at_unix_ms: ctx.at_unix_ms(),
+    }
+}
+
+fn refusal(r: v0_1_0::types::Refusal) -> Refusal {
+    Refusal {
+        code: r.code,
+        reason: r.reason,
+    }
+}
+
+fn file_verdict(
+    verdict: v0_1_0::files::exports::lyceum::policy::files::FileVerdict,
+) -> FileVerdict {
+    use v0_1_0::files::exports::lyceum::policy::files::FileVerdict as V;
+    match verdict {
+        V::Accept(p) => FileVerdict::Accept {
+            folder: p.folder,
+            name: p.name,
+        },
+        V::Reject(r) => FileVerdict::Reject(refusal(r)),
+    }
+}
