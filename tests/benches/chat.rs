@@ -18,8 +18,10 @@
 //!
 //! Run: `cargo bench -p lyceum-tests --bench chat`. Knobs (environment): `LYCEUM_BENCH_CLIENTS`
 //! (200), `LYCEUM_BENCH_ROOMS` (10), `LYCEUM_BENCH_MESSAGES` per client (50),
-//! `LYCEUM_BENCH_PACING_MS` (100). Without `--bench` (as under `cargo test --benches`) it
-//! makes a small smoke run instead.
+//! `LYCEUM_BENCH_PACING_MS` (100; 0 sends again as soon as the ack is in); the server's
+//! warnings go to stderr (`LYCEUM_LOG` sets another filter). Without `--bench` (as under
+//! `cargo test --benches`) it makes a small smoke run instead. It exits non-zero when the
+//! deliveries or the history do not add up.
 //!
 //! Clients and server share this process and its cores, so the numbers are a lower bound
 //! of what the server alone does on the same machine.
@@ -49,9 +51,8 @@ const MAX_SEND_TIME: Duration = Duration::from_secs(120);
 const ACK_WAIT: Duration = Duration::from_secs(10);
 /// How long deliveries may trail the last acknowledgement.
 const DRAIN_TIME: Duration = Duration::from_secs(15);
-/// Attempts at joining a room, and how long each waits for its acknowledgement.
-const JOIN_ATTEMPTS: usize = 3;
-const JOIN_WAIT: Duration = Duration::from_secs(3);
+/// How long a join waits for its acknowledgement.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
 /// Concurrent requests while setting up (registration hashes passwords).
 const SETUP_CONCURRENCY: usize = 8;
 
@@ -127,8 +128,8 @@ fn main() {
 struct Sent {
     attempted: u64,
     accepted: u64,
-    /// Refusals by `CODE: message`.
-    refused: HashMap<String, u64>,
+    /// Refusals by `CODE: message`, with how long each took to come back.
+    refused: HashMap<String, Vec<Duration>>,
     lost: u64,
     ack_latencies: Vec<Duration>,
     last_ack: Option<Instant>,
@@ -191,12 +192,10 @@ async fn run(p: Params) -> bool {
     let room_of = |i: usize| courses[i % p.rooms]["roomId"].as_str().unwrap().to_owned();
 
     // ---- sockets, each in its course room -------------------------------------------------
-    let join_retries = AtomicU64::new(0);
     let mut sockets: Vec<SocketClient> = stream::iter(students.iter().enumerate())
         .map(|(i, s)| {
             let room = room_of(i);
-            let retries = &join_retries;
-            async move { connect_and_join(addr, &s.token, &room, retries).await }
+            async move { connect_and_join(addr, &s.token, &room).await }
         })
         .buffered(SETUP_CONCURRENCY * 2)
         .collect()
@@ -222,13 +221,6 @@ async fn run(p: Params) -> bool {
         sockets.len(),
         setup_time.as_secs_f64()
     );
-    let retried = join_retries.load(Ordering::Relaxed);
-    if retried > 0 {
-        println!(
-            "note: {retried} chat:join_room sent right after connecting got no ack and was resent \
-             (the server registers its event handlers after the CONNECT packet; see connect_and_join)"
-        );
-    }
 
     // ---- receivers --------------------------------------------------------------------
     let base = Instant::now();
@@ -279,8 +271,8 @@ async fn run(p: Params) -> bool {
         sent.attempted += s.attempted;
         sent.accepted += s.accepted;
         sent.lost += s.lost;
-        for (code, n) in s.refused {
-            *sent.refused.entry(code).or_default() += n;
+        for (reason, took) in s.refused {
+            sent.refused.entry(reason).or_default().extend(took);
         }
         sent.ack_latencies.extend(s.ack_latencies);
         sent.last_ack = sent.last_ack.max(s.last_ack);
@@ -312,30 +304,17 @@ async fn run(p: Params) -> bool {
     report(&p, &sent, &received, expected, persisted, started)
 }
 
-/// Connects and joins `room`. A join sent right after the handshake can go unanswered: the
-/// server sends the CONNECT packet before its (spawned) connect handler has registered the
-/// chat events, and socketioxide drops events that have no handler yet. Joining is
-/// idempotent, so an unanswered join is sent again; `retries` counts those.
-async fn connect_and_join(
-    addr: SocketAddr,
-    token: &str,
-    room: &str,
-    retries: &AtomicU64,
-) -> SocketClient {
+/// Connects and joins `room`, sending the join right after the handshake as frontends do.
+async fn connect_and_join(addr: SocketAddr, token: &str, room: &str) -> SocketClient {
     let socket = SocketClient::with_token(addr, token).await;
-    for _ in 0..JOIN_ATTEMPTS {
-        let ack = socket
-            .try_emit_ack("chat:join_room", json!({ "roomId": room }), JOIN_WAIT)
-            .await;
-        match ack {
-            Some(ack) => {
-                assert_eq!(ack["ok"], true, "join: {ack}");
-                return socket;
-            }
-            None => retries.fetch_add(1, Ordering::Relaxed),
-        };
-    }
-    panic!("chat:join_room unanswered {JOIN_ATTEMPTS} times");
+    let ack = socket
+        .try_emit_ack("chat:join_room", json!({ "roomId": room }), JOIN_WAIT)
+        .await
+        .unwrap_or_else(|| {
+            panic!("chat:join_room sent right after connecting got no ack within {JOIN_WAIT:?}")
+        });
+    assert_eq!(ack["ok"], true, "join: {ack}");
+    socket
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -350,7 +329,11 @@ async fn send(
     started: Instant,
 ) -> Sent {
     let mut out = Sent::default();
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset, pacing);
+    // A zero pacing sends again as soon as the ack is in.
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + offset,
+        pacing.max(Duration::from_micros(1)),
+    );
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for seq in 0..messages {
         ticks.tick().await;
@@ -381,7 +364,7 @@ async fn send(
                     ack["error"]["code"].as_str().unwrap_or("?"),
                     ack["error"]["message"].as_str().unwrap_or("")
                 );
-                *out.refused.entry(reason).or_default() += 1;
+                out.refused.entry(reason).or_default().push(at.elapsed());
             }
             None => out.lost += 1,
         }
@@ -492,7 +475,12 @@ fn report(
             n as f64 / window.as_secs_f64()
         }
     };
-    let refused = sent.refused.values().sum::<u64>().to_string();
+    let refused = sent
+        .refused
+        .values()
+        .map(Vec::len)
+        .sum::<usize>()
+        .to_string();
     let rows: Vec<(&str, String)> = vec![
         (
             "clients / rooms / per room",
@@ -582,8 +570,15 @@ fn report(
     }
     let mut reasons: Vec<_> = sent.refused.iter().collect();
     reasons.sort();
-    for (reason, n) in reasons {
-        println!("refused {n}× with {reason}");
+    for (reason, took) in reasons {
+        let mut took = took.clone();
+        took.sort_unstable();
+        println!(
+            "refused {}× with {reason} (answered after {:.0} ms median, {:.0} ms max)",
+            took.len(),
+            percentile_ms(&took, 50.0),
+            percentile_ms(&took, 100.0)
+        );
     }
     println!();
     let complete = received.deliveries == expected

@@ -128,8 +128,12 @@ function connect(url, token, options = {}) {
 }
 
 /** Emits with an acknowledgement, failing the step if none comes. */
-function emitAck(socket, event, payload) {
-  return socket.timeout(STEP_TIMEOUT_MS).emitWithAck(event, payload);
+async function emitAck(socket, event, payload) {
+  try {
+    return await socket.timeout(STEP_TIMEOUT_MS).emitWithAck(event, payload);
+  } catch (error) {
+    throw new Error(`no ack for ${event} within ${STEP_TIMEOUT_MS} ms (${error.message})`);
+  }
 }
 
 function expectOk(ack, what) {
