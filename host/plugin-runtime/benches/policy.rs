@@ -3,11 +3,15 @@
 //! the cost of a fresh instance per call, which is what the instance pool avoids.
 //!
 //! Run with `RUST_BACKTRACE` unset: when set, every trap captures a host backtrace.
+//!
+//! Times are the benchmarking thread's CPU time, not wall-clock time: on a small machine
+//! shared with builds, preemption would otherwise inflate every figure.
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{Criterion, criterion_group, criterion_main};
 use lyceum_plugin_runtime::{
     Builtin, FileFinish, FilePrecheck, JoinCheck, KvStore, MemoryKv, ModerationInput, PluginSource,
@@ -69,6 +73,52 @@ fn sdp_offer() -> String {
     json!({ "type": "offer", "sdp": sdp }).to_string()
 }
 
+/// CPU time of the calling thread, in nanoseconds.
+struct ThreadCpuTime;
+
+static WALL_TIME: WallTime = WallTime;
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` only writes the `timespec` we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "no thread CPU clock");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+
+    fn end(&self, started: u64) -> u64 {
+        thread_cpu_ns() - started
+    }
+
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+
+    fn zero(&self) -> u64 {
+        0
+    }
+
+    fn to_f64(&self, value: &u64) -> f64 {
+        *value as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        // The same nanosecond values as wall time, so the same formatting.
+        WALL_TIME.formatter()
+    }
+}
+
 /// Failed calls, by error, reported at the end instead of aborting a long run.
 static FAILURES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
@@ -76,7 +126,7 @@ fn failed(error: lyceum_plugin_runtime::PolicyFailure) {
     FAILURES.lock().unwrap().push(error.to_string());
 }
 
-fn bench(c: &mut Criterion) {
+fn bench(c: &mut Criterion<ThreadCpuTime>) {
     assert!(
         std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0"),
         "unset RUST_BACKTRACE for benchmarks"
@@ -225,7 +275,10 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    config = Criterion::default()
+        .with_measurement(ThreadCpuTime)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     targets = bench
 }
 criterion_main!(benches);

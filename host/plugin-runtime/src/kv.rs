@@ -93,10 +93,14 @@ impl Entry {
     }
 }
 
+type Namespace = DashMap<String, Entry>;
+
 /// An in-process [`KvStore`]: one node's state, lost on restart.
+///
+/// Keys live in one map per namespace, so reading or incrementing an existing key
+/// allocates nothing.
 pub struct MemoryKv {
-    entries: DashMap<(String, String), Entry>,
-    counts: DashMap<String, usize>,
+    namespaces: DashMap<String, Namespace>,
     max_keys_per_namespace: usize,
     writes: AtomicU64,
 }
@@ -123,8 +127,7 @@ impl MemoryKv {
     /// An empty store holding at most `max_keys_per_namespace` keys per namespace.
     pub fn with_capacity(max_keys_per_namespace: usize) -> Self {
         Self {
-            entries: DashMap::new(),
-            counts: DashMap::new(),
+            namespaces: DashMap::new(),
             max_keys_per_namespace,
             writes: AtomicU64::new(0),
         }
@@ -133,18 +136,8 @@ impl MemoryKv {
     /// Removes expired keys everywhere.
     pub fn sweep(&self) {
         let now = Instant::now();
-        let mut removed: Vec<String> = Vec::new();
-        self.entries.retain(|(namespace, _), entry| {
-            let keep = entry.live(now);
-            if !keep {
-                removed.push(namespace.clone());
-            }
-            keep
-        });
-        for namespace in removed {
-            if let Some(mut count) = self.counts.get_mut(&namespace) {
-                *count = count.saturating_sub(1);
-            }
+        for namespace in self.namespaces.iter() {
+            namespace.retain(|_, entry| entry.live(now));
         }
     }
 
@@ -155,32 +148,39 @@ impl MemoryKv {
         }
     }
 
-    /// Makes room for one more key in `namespace`, sweeping once if it is full.
-    fn reserve(&self, namespace: &str) -> Result<(), KvError> {
-        let full = |this: &Self| {
-            this.counts
-                .get(namespace)
-                .is_some_and(|c| *c >= this.max_keys_per_namespace)
-        };
-        if full(self) {
-            self.sweep();
-            if full(self) {
-                return Err(KvError::Full);
-            }
+    /// Runs `f` on the namespace, creating it if needed.
+    fn with_namespace<R>(&self, namespace: &str, f: impl FnOnce(&Namespace) -> R) -> R {
+        if let Some(found) = self.namespaces.get(namespace) {
+            return f(&found);
         }
-        *self.counts.entry(namespace.to_owned()).or_insert(0) += 1;
-        Ok(())
+        let created = self
+            .namespaces
+            .entry(namespace.to_owned())
+            .or_default()
+            .downgrade();
+        f(&created)
+    }
+
+    /// Whether `namespace` may take one more key, sweeping it once if it is full.
+    fn has_room(&self, namespace: &Namespace) -> bool {
+        if namespace.len() < self.max_keys_per_namespace {
+            return true;
+        }
+        let now = Instant::now();
+        namespace.retain(|_, entry| entry.live(now));
+        namespace.len() < self.max_keys_per_namespace
     }
 }
 
 impl KvStore for MemoryKv {
     fn get(&self, namespace: &str, key: &str) -> Result<Option<String>, KvError> {
         let now = Instant::now();
-        let found = self
-            .entries
-            .get(&(namespace.to_owned(), key.to_owned()))
-            .filter(|e| e.live(now))
-            .map(|e| e.value.render());
+        let found = self.namespaces.get(namespace).and_then(|namespace| {
+            namespace
+                .get(key)
+                .filter(|e| e.live(now))
+                .map(|e| e.value.render())
+        });
         Ok(found)
     }
 
@@ -192,24 +192,21 @@ impl KvStore for MemoryKv {
         ttl: Option<Duration>,
     ) -> Result<(), KvError> {
         let now = Instant::now();
-        let id = (namespace.to_owned(), key.to_owned());
-        let expires = ttl.map(|t| now + t);
-        match self.entries.get_mut(&id) {
-            Some(mut entry) => {
-                entry.value = Value::Text(value.to_owned());
-                entry.expires = expires;
+        let entry = Entry {
+            value: Value::Text(value.to_owned()),
+            expires: ttl.map(|t| now + t),
+        };
+        self.with_namespace(namespace, |keys| {
+            if let Some(mut existing) = keys.get_mut(key) {
+                *existing = entry;
+                return Ok(());
             }
-            None => {
-                self.reserve(namespace)?;
-                self.entries.insert(
-                    id,
-                    Entry {
-                        value: Value::Text(value.to_owned()),
-                        expires,
-                    },
-                );
+            if !self.has_room(keys) {
+                return Err(KvError::Full);
             }
-        }
+            keys.insert(key.to_owned(), entry);
+            Ok(())
+        })?;
         self.after_write();
         Ok(())
     }
@@ -222,38 +219,31 @@ impl KvStore for MemoryKv {
         ttl: Option<Duration>,
     ) -> Result<i64, KvError> {
         let now = Instant::now();
-        let id = (namespace.to_owned(), key.to_owned());
-        // The entry guard holds the shard lock, which is what makes the increment atomic.
-        let result = match self.entries.get_mut(&id) {
-            Some(mut entry) => {
-                if entry.live(now) {
-                    entry.value.add(delta, key)?
-                } else {
-                    entry.value = Value::Int(delta);
-                    entry.expires = ttl.map(|t| now + t);
-                    delta
-                }
-            }
-            None => {
-                self.reserve(namespace)?;
-                match self.entries.entry(id) {
-                    // Another caller created it between our lookup and now.
-                    dashmap::Entry::Occupied(mut occupied) => {
-                        if let Some(mut count) = self.counts.get_mut(namespace) {
-                            *count = count.saturating_sub(1);
-                        }
-                        occupied.get_mut().value.add(delta, key)?
-                    }
-                    dashmap::Entry::Vacant(vacant) => {
-                        vacant.insert(Entry {
-                            value: Value::Int(delta),
-                            expires: ttl.map(|t| now + t),
-                        });
-                        delta
-                    }
-                }
-            }
+        let fresh = |delta| Entry {
+            value: Value::Int(delta),
+            expires: ttl.map(|t| now + t),
         };
+        // The entry guard holds its shard's lock, which is what makes the increment atomic.
+        let result = self.with_namespace(namespace, |keys| {
+            if let Some(mut entry) = keys.get_mut(key) {
+                if entry.live(now) {
+                    return entry.value.add(delta, key);
+                }
+                *entry = fresh(delta);
+                return Ok(delta);
+            }
+            if !self.has_room(keys) {
+                return Err(KvError::Full);
+            }
+            // Another caller may have created the key since the lookup above.
+            match keys.entry(key.to_owned()) {
+                dashmap::Entry::Occupied(mut occupied) => occupied.get_mut().value.add(delta, key),
+                dashmap::Entry::Vacant(vacant) => {
+                    vacant.insert(fresh(delta));
+                    Ok(delta)
+                }
+            }
+        })?;
         self.after_write();
         Ok(result)
     }

@@ -240,23 +240,32 @@ fn edits_are_moderated_too() {
     );
 }
 
-#[tokio::test]
-async fn async_callers_get_the_same_answers() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_callers_get_the_same_answers_from_spawned_tasks() {
     let engine = engine(Slot::Chat, vec![builtin(Slot::Chat)]);
-    let decision = engine
-        .moderate(
-            &ctx(Role::Student),
-            &ModerationInput::send("room-1", "oh shit"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        decision,
-        ModerationDecision::Allow {
-            content: Some("oh ****".into()),
-            flags: vec![]
-        }
-    );
+    // `tokio::spawn` needs the engine and its futures to be `Send + 'static`, as they are
+    // in the server's handlers.
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let text = format!("message {i}: oh shit");
+                engine
+                    .moderate(&ctx(Role::Student), &ModerationInput::send("room-1", text))
+                    .await
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let decision = task.await.unwrap().unwrap();
+        assert_eq!(
+            decision,
+            ModerationDecision::Allow {
+                content: Some(format!("message {i}: oh ****")),
+                flags: vec![]
+            }
+        );
+    }
 }
 
 #[test]

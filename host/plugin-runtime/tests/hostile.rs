@@ -43,7 +43,8 @@ fn an_infinite_loop_is_stopped_at_the_deadline_and_the_next_call_works() {
     assert_eq!(failure.kind, FailureKind::Timeout);
     assert_eq!(failure.plugin, "looper");
     assert!(elapsed >= deadline, "interrupted early, after {elapsed:?}");
-    // The deadline plus one 5 ms epoch tick, plus room for a busy machine's scheduler.
+    // The deadline, one 5 ms epoch tick and the 10 ms grace period in which the runaway is
+    // seen using the CPU, plus room for a busy machine's scheduler.
     assert!(
         elapsed < deadline + Duration::from_millis(250),
         "interrupted late, after {elapsed:?}"
@@ -55,7 +56,7 @@ fn an_infinite_loop_is_stopped_at_the_deadline_and_the_next_call_works() {
         ModerationDecision::allow()
     );
     assert!(
-        started.elapsed() < Duration::from_millis(25),
+        started.elapsed() < Duration::from_millis(250),
         "the next call was slow: {:?}",
         started.elapsed()
     );

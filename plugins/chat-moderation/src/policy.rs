@@ -860,7 +860,7 @@ fn link_host(chunk: &str) -> Option<String> {
     if chunk.len() < 4 {
         return None;
     }
-    let (rest, explicit) = match chunk.find("://") {
+    let (rest, explicit) = match chunk.as_bytes().windows(3).position(|w| w == b"://") {
         Some(at) => {
             let scheme = &chunk[..at];
             if !["http", "https", "ftp", "ws", "wss"]
