@@ -4,6 +4,7 @@
 //! Every API test is written once and run on each backend with [`backend_tests!`]; the
 //! PostgreSQL variant runs when `LYCEUM_TEST_DATABASE_URL` is set and says it skipped otherwise.
 
+pub mod check;
 pub mod http;
 pub mod proxy;
 pub mod socket;

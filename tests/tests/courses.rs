@@ -2,6 +2,7 @@
 //! contract: who may create, read, change and delete a course, who may enroll whom, and how
 //! the lists are ordered and paged.
 
+use lyceum_tests::check::*;
 use lyceum_tests::{Account, Backend, Client, Reply, TestServer, backend_tests};
 use serde_json::{Value, json};
 
@@ -44,56 +45,6 @@ const COURSE_KEYS: [&str; 6] = [
 ];
 const ENROLLMENT_KEYS: [&str; 3] = ["courseId", "createdAt", "userId"];
 const UNKNOWN_ID: &str = "0190a000-0000-7000-8000-000000000000";
-
-fn api(path: &str) -> String {
-    format!("/api/v1{path}")
-}
-
-fn as_client(srv: &TestServer, who: &Account) -> Client {
-    srv.client().bearer(&who.token)
-}
-
-fn id_of(value: &Value) -> &str {
-    value["id"].as_str().expect("an id")
-}
-
-fn ids(items: &[Value]) -> Vec<String> {
-    items.iter().map(|i| id_of(i).to_owned()).collect()
-}
-
-#[track_caller]
-fn assert_keys(value: &Value, expected: &[&str]) {
-    let mut keys: Vec<&str> = value
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
-    let mut expected = expected.to_vec();
-    expected.sort_unstable();
-    assert_eq!(keys, expected, "in {value}");
-}
-
-#[track_caller]
-fn assert_uuid_v7(value: &Value) {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("{value} is not a string"));
-    let uuid = uuid::Uuid::parse_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-    assert_eq!(uuid.get_version_num(), 7, "{text} is not a UUIDv7");
-}
-
-#[track_caller]
-fn assert_utc_time(value: &Value) -> chrono::DateTime<chrono::Utc> {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("{value} is not a string"));
-    assert!(text.ends_with('Z'), "{text} is not written in UTC");
-    chrono::DateTime::parse_from_rfc3339(text)
-        .unwrap_or_else(|e| panic!("{text}: {e}"))
-        .with_timezone(&chrono::Utc)
-}
 
 async fn create_course(srv: &TestServer, who: &Account, title: &str) -> Value {
     let reply = as_client(srv, who)

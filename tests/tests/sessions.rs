@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
+use lyceum_tests::check::*;
 use lyceum_tests::{Account, Backend, Client, Reply, TestServer, backend_tests};
 use serde_json::{Value, json};
 
@@ -43,56 +44,6 @@ const SESSION_KEYS: [&str; 9] = [
     "title",
 ];
 const UNKNOWN_ID: &str = "0190a000-0000-7000-8000-000000000000";
-
-fn api(path: &str) -> String {
-    format!("/api/v1{path}")
-}
-
-fn as_client(srv: &TestServer, who: &Account) -> Client {
-    srv.client().bearer(&who.token)
-}
-
-fn id_of(value: &Value) -> &str {
-    value["id"].as_str().expect("an id")
-}
-
-fn ids(items: &[Value]) -> Vec<String> {
-    items.iter().map(|i| id_of(i).to_owned()).collect()
-}
-
-#[track_caller]
-fn assert_keys(value: &Value, expected: &[&str]) {
-    let mut keys: Vec<&str> = value
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
-    let mut expected = expected.to_vec();
-    expected.sort_unstable();
-    assert_eq!(keys, expected, "in {value}");
-}
-
-#[track_caller]
-fn assert_uuid_v7(value: &Value) {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("{value} is not a string"));
-    let uuid = uuid::Uuid::parse_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-    assert_eq!(uuid.get_version_num(), 7, "{text} is not a UUIDv7");
-}
-
-#[track_caller]
-fn utc_time(value: &Value) -> chrono::DateTime<chrono::Utc> {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("{value} is not a string"));
-    assert!(text.ends_with('Z'), "{text} is not written in UTC");
-    chrono::DateTime::parse_from_rfc3339(text)
-        .unwrap_or_else(|e| panic!("{text}: {e}"))
-        .with_timezone(&chrono::Utc)
-}
 
 /// Asserts `at` lies within a second of the window `[from, to]` (server and test share a clock).
 #[track_caller]
@@ -227,7 +178,7 @@ async fn scheduling_a_session_answers_201_with_the_session(backend: Backend) {
     );
     assert_eq!(session["status"], "scheduled");
     assert_eq!(
-        utc_time(&session["scheduledAt"]),
+        assert_utc_time(&session["scheduledAt"]),
         chrono::DateTime::parse_from_rfc3339("2030-05-06T07:08:09Z").unwrap()
     );
     assert_eq!(session["startedAt"], Value::Null);
@@ -250,7 +201,7 @@ async fn scheduling_a_session_answers_201_with_the_session(backend: Backend) {
     .await;
     assert_eq!(precise.status, 201, "{}", precise.body);
     let precise = precise.data();
-    let at = utc_time(&precise["scheduledAt"]);
+    let at = assert_utc_time(&precise["scheduledAt"]);
     let asked = chrono::DateTime::parse_from_rfc3339("2030-05-06T07:08:09.123456789Z").unwrap();
     assert!(
         (at - asked.with_timezone(&chrono::Utc))
@@ -640,7 +591,7 @@ async fn a_session_goes_scheduled_then_live_then_ended_and_never_back(backend: B
     let live = reply.data();
     assert_keys(&live, &SESSION_KEYS);
     assert_eq!(live["status"], "live");
-    let started = utc_time(&live["startedAt"]);
+    let started = assert_utc_time(&live["startedAt"]);
     assert_between(started, before, after);
     assert_eq!(live["endedAt"], Value::Null);
     for key in [
@@ -669,7 +620,7 @@ async fn a_session_goes_scheduled_then_live_then_ended_and_never_back(backend: B
     assert_keys(&ended, &SESSION_KEYS);
     assert_eq!(ended["status"], "ended");
     assert_eq!(ended["startedAt"], live["startedAt"], "startedAt is kept");
-    let ended_at = utc_time(&ended["endedAt"]);
+    let ended_at = assert_utc_time(&ended["endedAt"]);
     assert_between(ended_at, before, after);
     assert!(
         ended_at >= started,
@@ -706,7 +657,7 @@ async fn a_scheduled_session_may_end_without_going_live(backend: Backend) {
     let ended = reply.data();
     assert_eq!(ended["status"], "ended");
     assert_eq!(ended["startedAt"], Value::Null, "it never went live");
-    utc_time(&ended["endedAt"]);
+    assert_utc_time(&ended["endedAt"]);
     start(&srv, &teacher, &session)
         .await
         .assert_error(409, "CONFLICT");

@@ -1,0 +1,56 @@
+//! Assertions and small helpers the API test files share.
+
+use serde_json::Value;
+
+use crate::{Account, Client, TestServer};
+
+/// `/api/v1` + `path`.
+pub fn api(path: &str) -> String {
+    format!("/api/v1{path}")
+}
+
+pub fn as_client(srv: &TestServer, who: &Account) -> Client {
+    srv.client().bearer(&who.token)
+}
+
+pub fn id_of(value: &Value) -> &str {
+    value["id"].as_str().expect("an id")
+}
+
+pub fn ids(items: &[Value]) -> Vec<String> {
+    items.iter().map(|i| id_of(i).to_owned()).collect()
+}
+
+#[track_caller]
+pub fn assert_keys(value: &Value, expected: &[&str]) {
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let mut expected = expected.to_vec();
+    expected.sort_unstable();
+    assert_eq!(keys, expected, "in {value}");
+}
+
+#[track_caller]
+pub fn assert_uuid_v7(value: &Value) {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{value} is not a string"));
+    let uuid = uuid::Uuid::parse_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    assert_eq!(uuid.get_version_num(), 7, "{text} is not a UUIDv7");
+}
+
+#[track_caller]
+pub fn assert_utc_time(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{value} is not a string"));
+    assert!(text.ends_with('Z'), "{text} is not written in UTC");
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .with_timezone(&chrono::Utc)
+}
