@@ -35,8 +35,8 @@ pub enum AppError {
     PayloadTooLarge(String),
     #[error("requested range not satisfiable")]
     RangeNotSatisfiable { size: u64 },
-    #[error("{0}")]
-    UnsupportedMediaType(String),
+    #[error("{message}")]
+    UnsupportedMediaType { reason: String, message: String },
     #[error("{message}")]
     RejectedByPolicy { reason: String, message: String },
     #[error("too many requests, retry in {}s", retry_after.as_secs().max(1))]
@@ -126,7 +126,7 @@ impl AppError {
             AppError::Conflict(_) => ErrorCode::Conflict,
             AppError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             AppError::RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
-            AppError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            AppError::UnsupportedMediaType { .. } => ErrorCode::UnsupportedMediaType,
             AppError::RejectedByPolicy { .. } => ErrorCode::RejectedByPolicy,
             AppError::RateLimited { .. } => ErrorCode::RateLimited,
             AppError::Unavailable(_) => ErrorCode::Unavailable,
@@ -137,7 +137,8 @@ impl AppError {
     fn details(&self) -> Option<Value> {
         match self {
             AppError::Validation { field, .. } => Some(json!({ "field": field })),
-            AppError::RejectedByPolicy { reason, .. } => Some(json!({ "reason": reason })),
+            AppError::RejectedByPolicy { reason, .. }
+            | AppError::UnsupportedMediaType { reason, .. } => Some(json!({ "reason": reason })),
             AppError::RateLimited { retry_after } => {
                 Some(json!({ "retryAfter": retry_after.as_secs().max(1) }))
             }

@@ -26,6 +26,7 @@ pub mod ratelimit;
 pub mod security;
 pub mod service;
 pub mod state;
+pub mod storage;
 pub mod store;
 pub mod telemetry;
 
@@ -46,7 +47,7 @@ use crate::{
         auth::{AuthService, LoginThrottle},
         chat::{ChatLimits, ChatService},
         courses::CourseService,
-        files::FileLinks,
+        files::{FileLimits, FileLinks, FileService},
         ice::IceService,
         sessions::SessionService,
     },
@@ -109,6 +110,31 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             burst: config.chat_rate_burst,
         },
     ));
+    let blobs = storage::LocalDisk::open(&config.upload_dir)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the upload directory {}",
+                config.upload_dir.display()
+            )
+        })?;
+    let files = Arc::new(FileService::new(
+        store.clone(),
+        Arc::new(blobs),
+        policy.clone(),
+        links.clone(),
+        FileLimits {
+            documents: config.upload_max_documents,
+            images: config.upload_max_images,
+            videos: config.upload_max_videos,
+            misc: config.upload_max_misc,
+            user_quota: config.upload_user_quota,
+        },
+    ));
+    files
+        .recover()
+        .await
+        .context("removing the leftovers of interrupted uploads")?;
     let courses = Arc::new(CourseService::new(store.clone()));
     let sessions = Arc::new(SessionService::new(store.clone()));
     let ice = Arc::new(IceService::new(
@@ -141,6 +167,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         courses,
         sessions,
         chat,
+        files,
         policy,
         ice,
         io,

@@ -8,8 +8,8 @@ use socketioxide::SocketIo;
 use crate::{
     config::Config,
     service::{
-        auth::AuthService, chat::ChatService, courses::CourseService, ice::IceService,
-        sessions::SessionService,
+        auth::AuthService, chat::ChatService, courses::CourseService, files::FileService,
+        ice::IceService, sessions::SessionService,
     },
     store::Store,
 };
@@ -22,6 +22,7 @@ pub struct AppState {
     pub courses: Arc<CourseService>,
     pub sessions: Arc<SessionService>,
     pub chat: Arc<ChatService>,
+    pub files: Arc<FileService>,
     pub policy: Arc<lyceum_plugin_runtime::PolicyEngine>,
     pub ice: Arc<IceService>,
     pub io: SocketIo,

@@ -190,6 +190,14 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("/api/v1/sessions/{id}/end", &["post"]),
         ("/api/v1/sessions/{id}/participants", &["get"]),
         ("/api/v1/webrtc/ice-servers", &["get"]),
+        ("/api/v1/chat/rooms/{roomId}/messages", &["get", "post"]),
+        ("/api/v1/chat/messages/{id}", &["patch", "delete"]),
+        ("/api/v1/chat/search", &["get"]),
+        ("/api/v1/files/upload", &["post"]),
+        ("/api/v1/files", &["get"]),
+        ("/api/v1/files/{id}", &["get", "delete"]),
+        ("/api/v1/files/{id}/download", &["get"]),
+        ("/uploads/{folder}/{filename}", &["get"]),
         ("/health", &["get"]),
         ("/ready", &["get"]),
         ("/metrics", &["get"]),
@@ -211,6 +219,8 @@ async fn the_openapi_document_describes_every_endpoint() {
         "Enrollment",
         "LiveSession",
         "Participant",
+        "FileView",
+        "UploadForm",
         "ErrorBody",
     ] {
         assert!(

@@ -11,7 +11,7 @@ use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
 };
 
-use super::{auth, chat, courses, ops, sessions};
+use super::{auth, chat, courses, files, ops, sessions};
 use crate::{domain, service, state::AppState};
 
 #[derive(OpenApi)]
@@ -30,6 +30,7 @@ Real-time features use Socket.IO v4 on the same port; see the README for its eve
         sessions::create, sessions::list, sessions::show, sessions::start, sessions::end,
         sessions::participants, sessions::ice_servers,
         chat::history, chat::send, chat::edit, chat::remove, chat::search,
+        files::upload, files::list, files::show, files::remove, files::download, files::serve_upload,
         ops::health, ops::ready, ops::metrics,
     ),
     components(schemas(
@@ -40,7 +41,7 @@ Real-time features use Socket.IO v4 on the same port; see the README for its eve
         service::courses::CreateCourse, service::courses::UpdateCourse, service::courses::EnrollInput,
         service::sessions::CreateSession, service::ice::IceServers, service::ice::IceServer,
         service::chat::MessageView, service::chat::SendInput, service::chat::EditInput,
-        service::files::FileView, service::files::AttachmentView, domain::Folder,
+        service::files::FileView, service::files::AttachmentView, domain::Folder, files::UploadForm,
         ErrorBody, ErrorDetail,
     )),
     modifiers(&BearerAuth),
@@ -49,6 +50,7 @@ Real-time features use Socket.IO v4 on the same port; see the README for its eve
         (name = "courses", description = "Courses and enrollments"),
         (name = "sessions", description = "Live sessions and WebRTC ICE servers"),
         (name = "chat", description = "Course and session chat rooms"),
+        (name = "files", description = "Uploads, downloads and signed links"),
         (name = "operations", description = "Health, readiness, metrics"),
     )
 )]
@@ -71,7 +73,8 @@ pub struct ErrorDetail {
     /// RATE_LIMITED, UNAVAILABLE or INTERNAL.
     code: String,
     message: String,
-    /// `field` for VALIDATION_FAILED, `reason` for REJECTED_BY_POLICY, `retryAfter` for RATE_LIMITED.
+    /// `field` for VALIDATION_FAILED, `reason` for REJECTED_BY_POLICY and UNSUPPORTED_MEDIA_TYPE,
+    /// `retryAfter` for RATE_LIMITED, `size` for RANGE_NOT_SATISFIABLE.
     details: Option<serde_json::Value>,
 }
 

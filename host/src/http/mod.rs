@@ -6,7 +6,10 @@ pub mod chat;
 pub mod courses;
 pub mod docs;
 pub mod extract;
+pub mod file_response;
+pub mod files;
 pub mod ops;
+pub mod range;
 pub mod sessions;
 
 use std::{any::Any, time::Duration};
@@ -38,6 +41,7 @@ fn api() -> Router<AppState> {
         .merge(chat::router())
         .merge(courses::router())
         .merge(sessions::router())
+        .merge(files::router())
 }
 
 pub fn router(state: AppState) -> Router {
@@ -45,6 +49,7 @@ pub fn router(state: AppState) -> Router {
     let cors = state.config.cors_origins.clone();
     let routes = Router::new()
         .nest("/api/v1", api())
+        .merge(files::uploads_router())
         .merge(ops::router())
         .merge(docs::router())
         .fallback(not_found)

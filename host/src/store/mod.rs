@@ -235,6 +235,45 @@ pub trait Store: Send + Sync + 'static {
     async fn search_messages(&self, query: &SearchQuery) -> StoreResult<Vec<MessageRecord>>;
 
     async fn file(&self, id: FileId) -> StoreResult<Option<FileRecord>>;
+    async fn file_by_name(&self, folder: Folder, filename: &str)
+    -> StoreResult<Option<FileRecord>>;
+    /// An owner's files, newest first.
+    async fn list_files(
+        &self,
+        owner: UserId,
+        after: After<FileId>,
+        limit: u32,
+    ) -> StoreResult<Vec<FileRecord>>;
+    /// The bytes an owner's files take.
+    async fn used_bytes(&self, owner: UserId) -> StoreResult<u64>;
+    /// Records `file` unless its owner's files would then pass `quota` bytes, and runs
+    /// `publish` (which makes the bytes visible) inside the same transaction: the row is
+    /// committed only once the bytes are in place. Concurrent inserts by one owner are
+    /// serialised, so the quota holds across connections and nodes.
+    async fn insert_file(
+        &self,
+        file: &FileRecord,
+        quota: u64,
+        publish: Publish<'_>,
+    ) -> StoreResult<FileInsert>;
+    /// Deletes the row; the caller removes the bytes after the commit.
+    async fn delete_file(&self, id: FileId) -> StoreResult<Option<FileRecord>>;
+    /// Which of `ids` name a file row.
+    async fn existing_files(&self, ids: &[FileId]) -> StoreResult<Vec<FileId>>;
+}
+
+/// Makes an upload's bytes visible; run by [`Store::insert_file`] inside its transaction.
+pub type Publish<'a> = futures::future::BoxFuture<'a, Result<(), crate::storage::StorageError>>;
+
+#[derive(Debug)]
+pub enum FileInsert {
+    Inserted,
+    /// Nothing was written: the owner already uses `used` bytes.
+    OverQuota {
+        used: u64,
+    },
+    /// Publishing failed; nothing was written.
+    PublishFailed(crate::storage::StorageError),
 }
 
 #[derive(Debug, Clone)]

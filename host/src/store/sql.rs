@@ -608,6 +608,115 @@ macro_rules! impl_store {
                     .await?;
                 row.map(FileRecord::try_from).transpose()
             }
+
+            async fn file_by_name(&self, folder: Folder, filename: &str) -> StoreResult<Option<FileRecord>> {
+                let row: Option<FileRow> =
+                    sqlx::query_as("SELECT * FROM files WHERE folder = $1 AND filename = $2")
+                        .bind(folder.as_str())
+                        .bind(filename)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(FileRecord::try_from).transpose()
+            }
+
+            async fn list_files(
+                &self,
+                owner: UserId,
+                after: After<FileId>,
+                limit: u32,
+            ) -> StoreResult<Vec<FileRecord>> {
+                let rows: Vec<FileRow> = sqlx::query_as(
+                    "SELECT * FROM files
+                     WHERE owner_id = $1 AND ($2 IS NULL OR id < $2)
+                     ORDER BY id DESC LIMIT $3",
+                )
+                .bind(owner)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(FileRecord::try_from).collect()
+            }
+
+            async fn used_bytes(&self, owner: UserId) -> StoreResult<u64> {
+                // SUM of BIGINT is NUMERIC in PostgreSQL; the cast keeps one type for both.
+                let used: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE owner_id = $1",
+                )
+                .bind(owner)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(used.max(0) as u64)
+            }
+
+            async fn insert_file(
+                &self,
+                file: &FileRecord,
+                quota: u64,
+                publish: $crate::store::Publish<'_>,
+            ) -> StoreResult<$crate::store::FileInsert> {
+                let mut tx = self.begin_write().await?;
+                // Locks the owner's row (PostgreSQL; SQLite writers are already serial) so two
+                // uploads cannot both fit in the same remaining quota.
+                sqlx::query("UPDATE users SET id = id WHERE id = $1")
+                    .bind(file.owner_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let used: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM files WHERE owner_id = $1",
+                )
+                .bind(file.owner_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let used = used.max(0) as u64;
+                if used.saturating_add(file.size) > quota {
+                    return Ok($crate::store::FileInsert::OverQuota { used });
+                }
+                sqlx::query(
+                    "INSERT INTO files
+                       (id, owner_id, course_id, folder, filename, original_name, size, mimetype, sha256, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(file.id)
+                .bind(file.owner_id)
+                .bind(file.course_id)
+                .bind(file.folder.as_str())
+                .bind(&file.filename)
+                .bind(&file.original_name)
+                .bind(i64::try_from(file.size).unwrap_or(i64::MAX))
+                .bind(&file.mimetype)
+                .bind(&file.sha256)
+                .bind(file.created_at)
+                .execute(&mut *tx)
+                .await?;
+                if let Err(e) = publish.await {
+                    return Ok($crate::store::FileInsert::PublishFailed(e));
+                }
+                tx.commit().await?;
+                Ok($crate::store::FileInsert::Inserted)
+            }
+
+            async fn delete_file(&self, id: FileId) -> StoreResult<Option<FileRecord>> {
+                let row: Option<FileRow> =
+                    sqlx::query_as("DELETE FROM files WHERE id = $1 RETURNING *")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(FileRecord::try_from).transpose()
+            }
+
+            async fn existing_files(&self, ids: &[FileId]) -> StoreResult<Vec<FileId>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = sqlx::QueryBuilder::<$db>::new("SELECT id FROM files WHERE id IN (");
+                let mut list = query.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                list.push_unseparated(")");
+                Ok(query.build_query_scalar().fetch_all(&self.pool).await?)
+            }
         }
     };
 }
