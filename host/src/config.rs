@@ -56,6 +56,10 @@ pub const KEYS: &[&str] = &[
     "chat_rate_per_second",
     "chat_rate_burst",
     "signed_url_ttl",
+    "signal_max_sdp_bytes",
+    "signal_max_candidate_bytes",
+    "signal_rate_per_second",
+    "signal_rate_burst",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -126,6 +130,16 @@ pub struct Config {
     /// How long a file's `signedUrl` works.
     #[serde(with = "duration")]
     pub signed_url_ttl: Duration,
+    /// Largest SDP (offer or answer) relayed, as JSON.
+    #[serde(with = "size")]
+    pub signal_max_sdp_bytes: u64,
+    /// Largest ICE candidate relayed, as JSON.
+    #[serde(with = "size")]
+    pub signal_max_candidate_bytes: u64,
+    /// Sustained signals (offers, answers, candidates) per second per socket.
+    pub signal_rate_per_second: f64,
+    /// Signals a socket may send in a burst before the rate applies.
+    pub signal_rate_burst: u32,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -170,6 +184,10 @@ impl Default for Config {
             chat_rate_per_second: 5.0,
             chat_rate_burst: 20,
             signed_url_ttl: Duration::from_secs(3600),
+            signal_max_sdp_bytes: 64 * 1024,
+            signal_max_candidate_bytes: 4 * 1024,
+            signal_rate_per_second: 50.0,
+            signal_rate_burst: 200,
         }
     }
 }
@@ -302,6 +320,29 @@ impl Config {
         }
         if self.chat_rate_burst == 0 {
             return Err(ConfigError::key("chat_rate_burst", "must be at least 1"));
+        }
+        if !(self.signal_rate_per_second.is_finite() && self.signal_rate_per_second > 0.0) {
+            return Err(ConfigError::key(
+                "signal_rate_per_second",
+                "must be a number above zero",
+            ));
+        }
+        if self.signal_rate_burst == 0 {
+            return Err(ConfigError::key("signal_rate_burst", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("signal_max_sdp_bytes", self.signal_max_sdp_bytes),
+            (
+                "signal_max_candidate_bytes",
+                self.signal_max_candidate_bytes,
+            ),
+        ] {
+            if value < 256 || value > self.max_json_body {
+                return Err(ConfigError::key(
+                    key,
+                    "must be at least 256 bytes and at most max_json_body",
+                ));
+            }
         }
         if self.chat_max_message_chars == 0 {
             return Err(ConfigError::key(

@@ -33,6 +33,9 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Over a configured limit (a folder's cap, a quota): 413 with `details.reason`.
+    #[error("{message}")]
+    OverLimit { reason: String, message: String },
     #[error("requested range not satisfiable")]
     RangeNotSatisfiable { size: u64 },
     #[error("{message}")]
@@ -124,7 +127,7 @@ impl AppError {
             AppError::NotFound(_) => ErrorCode::NotFound,
             AppError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             AppError::Conflict(_) => ErrorCode::Conflict,
-            AppError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            AppError::PayloadTooLarge(_) | AppError::OverLimit { .. } => ErrorCode::PayloadTooLarge,
             AppError::RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
             AppError::UnsupportedMediaType { .. } => ErrorCode::UnsupportedMediaType,
             AppError::RejectedByPolicy { .. } => ErrorCode::RejectedByPolicy,
@@ -138,7 +141,8 @@ impl AppError {
         match self {
             AppError::Validation { field, .. } => Some(json!({ "field": field })),
             AppError::RejectedByPolicy { reason, .. }
-            | AppError::UnsupportedMediaType { reason, .. } => Some(json!({ "reason": reason })),
+            | AppError::UnsupportedMediaType { reason, .. }
+            | AppError::OverLimit { reason, .. } => Some(json!({ "reason": reason })),
             AppError::RateLimited { retry_after } => {
                 Some(json!({ "retryAfter": retry_after.as_secs().max(1) }))
             }

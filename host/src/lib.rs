@@ -47,7 +47,7 @@ use crate::{
         auth::{AuthService, LoginThrottle},
         chat::{ChatLimits, ChatService},
         courses::CourseService,
-        files::{FileLimits, FileLinks, FileService},
+        files::{FileLimits, FileLinks, FileService, resumable::ResumableUploads},
         ice::IceService,
         sessions::SessionService,
     },
@@ -158,7 +158,21 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .ws_max_frame_size(usize::try_from(config.max_json_body).unwrap_or(usize::MAX))
         .with_state(gateway_state.clone())
         .build_layer();
-    let tasks = gateway::attach(&io, &gateway_state);
+    let mut tasks = gateway::attach(&io, &gateway_state);
+    let resumable = Arc::new(ResumableUploads::default());
+    tasks.push(tokio::spawn({
+        let resumable = resumable.clone();
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60 * 60));
+            loop {
+                every.tick().await;
+                let dropped = resumable.sweep(service::files::resumable::IDLE_LIMIT);
+                if dropped > 0 {
+                    tracing::info!(dropped, "discarded idle resumable uploads");
+                }
+            }
+        }
+    }));
 
     let state = AppState {
         config,
@@ -168,6 +182,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         sessions,
         chat,
         files,
+        resumable,
         policy,
         ice,
         io,

@@ -8,8 +8,12 @@ use socketioxide::SocketIo;
 use crate::{
     config::Config,
     service::{
-        auth::AuthService, chat::ChatService, courses::CourseService, files::FileService,
-        ice::IceService, sessions::SessionService,
+        auth::AuthService,
+        chat::ChatService,
+        courses::CourseService,
+        files::{FileService, resumable::ResumableUploads},
+        ice::IceService,
+        sessions::SessionService,
     },
     store::Store,
 };
@@ -23,6 +27,7 @@ pub struct AppState {
     pub sessions: Arc<SessionService>,
     pub chat: Arc<ChatService>,
     pub files: Arc<FileService>,
+    pub resumable: Arc<ResumableUploads>,
     pub policy: Arc<lyceum_plugin_runtime::PolicyEngine>,
     pub ice: Arc<IceService>,
     pub io: SocketIo,

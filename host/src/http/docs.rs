@@ -11,7 +11,7 @@ use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
 };
 
-use super::{auth, chat, courses, files, ops, sessions};
+use super::{auth, chat, courses, files, ops, sessions, tus};
 use crate::{domain, service, state::AppState};
 
 #[derive(OpenApi)]
@@ -31,6 +31,7 @@ Real-time features use Socket.IO v4 on the same port; see the README for its eve
         sessions::participants, sessions::ice_servers,
         chat::history, chat::send, chat::edit, chat::remove, chat::search,
         files::upload, files::list, files::show, files::remove, files::download, files::serve_upload,
+        tus::capabilities, tus::create, tus::progress, tus::append, tus::terminate,
         ops::health, ops::ready, ops::metrics,
     ),
     components(schemas(

@@ -41,9 +41,10 @@ use crate::{
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 /// Longest value of a text field (`folder`, `courseId`).
 const MAX_TEXT_FIELD: usize = 256;
-/// How long the rest of a refused body is read and discarded, so the client receives the
-/// answer instead of a reset connection.
+/// How long, and how much of, the rest of a refused body is read and discarded, so that a
+/// client still sending receives the answer instead of a reset connection.
 const DRAIN_FOR: Duration = Duration::from_secs(5);
+const DRAIN_AT_MOST: usize = 64 * 1024 * 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -118,7 +119,8 @@ pub async fn upload(
         Ok(view) => Created(view).into_response(),
         Err(error) => {
             // Keep reading (and discarding) for a moment: a client still sending would
-            // otherwise see its connection reset before it reads why.
+            // otherwise see its connection reset before it reads why. The connection closes
+            // once this ends.
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(DRAIN_FOR, drain(&mut multipart)).await;
             });
@@ -145,9 +147,12 @@ async fn receive(
     if let Some(length) = declared_body {
         let cap = folder.map_or_else(|| files.limits().largest(), |f| files.limits().cap(f));
         if length > cap.saturating_add(MULTIPART_OVERHEAD) {
-            return Err(AppError::PayloadTooLarge(format!(
-                "the request is {length} bytes; files here may be at most {cap} bytes"
-            )));
+            return Err(AppError::OverLimit {
+                reason: "too_large".into(),
+                message: format!(
+                    "the request is {length} bytes; files here may be at most {cap} bytes"
+                ),
+            });
         }
     }
 
@@ -226,8 +231,14 @@ fn malformed(error: MultipartError) -> AppError {
 }
 
 async fn drain(multipart: &mut Multipart) {
+    let mut drained = 0;
     while let Ok(Some(mut field)) = multipart.next_field().await {
-        while let Ok(Some(_)) = field.chunk().await {}
+        while let Ok(Some(chunk)) = field.chunk().await {
+            drained += chunk.len();
+            if drained > DRAIN_AT_MOST {
+                return;
+            }
+        }
     }
 }
 

@@ -11,17 +11,19 @@ pub mod files;
 pub mod ops;
 pub mod range;
 pub mod sessions;
+pub mod tus;
 
 use std::{any::Any, time::Duration};
 
 use axum::{
     Router,
+    body::Body,
     extract::DefaultBodyLimit,
     http::{HeaderName, HeaderValue, Method, Request, header},
     middleware,
     response::{IntoResponse, Response},
 };
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, Any as AnyOrigin, CorsLayer},
@@ -42,6 +44,7 @@ fn api() -> Router<AppState> {
         .merge(courses::router())
         .merge(sessions::router())
         .merge(files::router())
+        .merge(tus::router())
 }
 
 pub fn router(state: AppState) -> Router {
@@ -63,6 +66,19 @@ pub fn router(state: AppState) -> Router {
 /// The layers around every request: request ids, tracing spans (tokens never logged),
 /// panics answered as INTERNAL in the envelope, CORS.
 fn with_middleware(routes: Router, cors: &[String]) -> Router {
+    // The CORS layer answers every OPTIONS request as a preflight; a tus client's discovery
+    // request (OPTIONS without Access-Control-Request-Method) must reach its handler instead.
+    let plain = routes.clone();
+    let with_cors = routes.layer(cors_layer(cors));
+    let routes =
+        Router::new().fallback_service(tower::service_fn(move |request: Request<Body>| {
+            let service = if tus::is_discovery(&request) {
+                plain.clone()
+            } else {
+                with_cors.clone()
+            };
+            service.oneshot(request)
+        }));
     routes.layer(
         ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
@@ -77,8 +93,7 @@ fn with_middleware(routes: Router, cors: &[String]) -> Router {
                 tracing::info_span!("http", request_id = %id, method = %request.method(), path = %request.uri().path())
             }))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .layer(CatchPanicLayer::custom(panic_response))
-            .layer(cors_layer(cors)),
+            .layer(CatchPanicLayer::custom(panic_response)),
     )
 }
 
@@ -90,19 +105,33 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
             Method::PATCH,
             Method::DELETE,
             Method::OPTIONS,
+            Method::HEAD,
         ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::RANGE,
             header::IF_NONE_MATCH,
+            header::IF_RANGE,
+            HeaderName::from_static("tus-resumable"),
+            HeaderName::from_static("upload-length"),
+            HeaderName::from_static("upload-offset"),
+            HeaderName::from_static("upload-metadata"),
         ])
         .expose_headers([
             header::CONTENT_RANGE,
             header::CONTENT_DISPOSITION,
             header::RETRY_AFTER,
             header::ETAG,
+            header::LOCATION,
             REQUEST_ID,
+            HeaderName::from_static("tus-resumable"),
+            HeaderName::from_static("tus-version"),
+            HeaderName::from_static("tus-extension"),
+            HeaderName::from_static("tus-max-size"),
+            HeaderName::from_static("upload-length"),
+            HeaderName::from_static("upload-offset"),
+            HeaderName::from_static("lyceum-file-id"),
         ])
         .max_age(Duration::from_secs(600));
     if origins.iter().any(|o| o == "*") {

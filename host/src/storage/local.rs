@@ -16,9 +16,9 @@ use uuid::Uuid;
 use super::{BlobEntry, BlobReader, BlobStore, StorageError, TempBlob};
 use crate::domain::Folder;
 
-/// Large enough that a 1 GiB upload is about a thousand writes rather than tens of thousands
-/// of network-sized ones; small enough to keep per-upload memory negligible.
-const WRITE_BUFFER: usize = 1024 * 1024;
+/// Large enough that a 1 GiB upload is a few thousand writes rather than tens of thousands of
+/// network-sized ones; small enough that a hundred parallel uploads stay within tens of MiB.
+const WRITE_BUFFER: usize = 256 * 1024;
 
 const TEMP_DIR: &str = ".tmp";
 const TEMP_SUFFIX: &str = ".part";

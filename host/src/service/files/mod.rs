@@ -8,6 +8,7 @@
 
 pub mod links;
 pub mod names;
+pub mod resumable;
 pub mod sniff;
 pub mod upload;
 

@@ -92,16 +92,9 @@ struct Cap {
 impl Cap {
     fn exceeded(&self, folder: Folder) -> AppError {
         if self.by_quota {
-            AppError::PayloadTooLarge(format!(
-                "this upload would exceed your storage quota ({} bytes left)",
-                self.bytes
-            ))
+            over_quota(self.bytes)
         } else {
-            AppError::PayloadTooLarge(format!(
-                "files in {} may be at most {} bytes",
-                folder.as_str(),
-                self.bytes
-            ))
+            too_large(folder, self.bytes)
         }
     }
 }
@@ -144,6 +137,19 @@ impl FileService {
 }
 
 impl Upload {
+    /// How many bytes of the body have been taken so far.
+    pub fn received(&self) -> u64 {
+        match &self.stage {
+            Stage::Head(head) => head.len() as u64,
+            Stage::Body(body) => body.size,
+        }
+    }
+
+    /// Who is uploading.
+    pub fn owner(&self) -> UserId {
+        self.actor.id
+    }
+
     /// Takes the next bytes of the body.
     pub async fn write(&mut self, mut chunk: &[u8]) -> AppResult<()> {
         if let Stage::Head(head) = &mut self.stage {
@@ -202,10 +208,7 @@ impl Upload {
         };
         let limit = self.files.limits.cap(folder);
         if body.size > limit {
-            return Err(AppError::PayloadTooLarge(format!(
-                "files in {} may be at most {limit} bytes",
-                folder.as_str()
-            )));
+            return Err(too_large(folder, limit));
         }
 
         let id = FileId::new();
@@ -243,10 +246,7 @@ impl Upload {
                 tracing::info!(file = %record.id, size = record.size, folder = record.folder.as_str(), "file uploaded");
                 Ok(self.files.links.view(&record))
             }
-            (Ok(FileInsert::OverQuota { used }), _) => Err(AppError::PayloadTooLarge(format!(
-                "this upload would exceed your storage quota ({} bytes left)",
-                quota.saturating_sub(used)
-            ))),
+            (Ok(FileInsert::OverQuota { used }), _) => Err(over_quota(quota.saturating_sub(used))),
             (Ok(FileInsert::PublishFailed(e)), _) => Err(AppError::internal(e)),
             (Err(e), _) => Err(e.into()),
         }
@@ -394,6 +394,22 @@ impl Drop for Reservation {
     }
 }
 
+/// Over a folder's cap: 413 with `details.reason` `too_large`.
+pub fn too_large(folder: Folder, limit: u64) -> AppError {
+    AppError::OverLimit {
+        reason: "too_large".into(),
+        message: format!("files in {} may be at most {limit} bytes", folder.as_str()),
+    }
+}
+
+/// Over the user's quota: 413 with `details.reason` `quota_exceeded`.
+fn over_quota(left: u64) -> AppError {
+    AppError::OverLimit {
+        reason: "quota_exceeded".into(),
+        message: format!("this upload would exceed your storage quota ({left} bytes left)"),
+    }
+}
+
 /// A context for an upload outside any course: the user's platform role.
 fn user_context(actor: &Actor) -> PolicyContext {
     let role = match actor.role {
@@ -414,7 +430,10 @@ fn known(detected: &sniff::Detected) -> Option<String> {
 fn refused(refusal: Refusal) -> AppError {
     let Refusal { code, reason } = refusal;
     if code == "too_large" {
-        AppError::PayloadTooLarge(reason)
+        AppError::OverLimit {
+            reason: code,
+            message: reason,
+        }
     } else if TYPE_REFUSALS.contains(&code.as_str()) {
         AppError::UnsupportedMediaType {
             reason: code,
