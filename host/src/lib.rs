@@ -50,6 +50,7 @@ use crate::{
         files::{FileLimits, FileLinks, FileService, resumable::ResumableUploads},
         ice::IceService,
         sessions::SessionService,
+        signaling::{SignalLimits, SignalingService},
     },
     state::AppState,
 };
@@ -150,6 +151,18 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         chat: chat.clone(),
         courses: courses.clone(),
         presence: Arc::default(),
+        sessions: sessions.clone(),
+        signaling: Arc::new(SignalingService::new(
+            store.clone(),
+            policy.clone(),
+            ice.clone(),
+            SignalLimits {
+                max_sdp_bytes: config.signal_max_sdp_bytes,
+                max_candidate_bytes: config.signal_max_candidate_bytes,
+                rate_per_second: config.signal_rate_per_second,
+                burst: config.signal_rate_burst,
+            },
+        )),
     };
     let (socket_layer, io) = SocketIo::builder()
         .max_payload(config.max_json_body)

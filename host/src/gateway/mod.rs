@@ -7,6 +7,7 @@
 
 pub mod chat;
 pub mod presence;
+pub mod signaling;
 
 use std::{fmt, sync::Arc};
 
@@ -27,6 +28,8 @@ use crate::{
         auth::AuthService,
         chat::ChatService,
         courses::{CourseService, MembershipEvent},
+        sessions::{SessionEvent, SessionService},
+        signaling::SignalingService,
     },
     store::Store,
 };
@@ -39,6 +42,8 @@ pub struct GatewayState {
     pub chat: Arc<ChatService>,
     pub courses: Arc<CourseService>,
     pub presence: Arc<presence::Presence>,
+    pub sessions: Arc<SessionService>,
+    pub signaling: Arc<SignalingService>,
 }
 
 /// Reads an event's payload; anything that is not the expected object is VALIDATION_FAILED,
@@ -150,12 +155,13 @@ pub fn attach(io: &SocketIo, state: &GatewayState) -> Vec<tokio::task::JoinHandl
         }
     });
     let mut revocations = state.auth.revocations();
-    let io = io.clone();
+    let revocation_io = io.clone();
     let revocation_task = tokio::spawn(async move {
         loop {
             match revocations.recv().await {
                 Ok(family) => {
-                    if let Err(error) = io.within(family_room(family)).disconnect().await {
+                    if let Err(error) = revocation_io.within(family_room(family)).disconnect().await
+                    {
                         tracing::warn!(%error, "disconnecting a revoked token family");
                     }
                 }
@@ -166,7 +172,22 @@ pub fn attach(io: &SocketIo, state: &GatewayState) -> Vec<tokio::task::JoinHandl
             }
         }
     });
-    vec![membership_task, revocation_task]
+    let mut session_events = state.sessions.events();
+    let (session_io, session_state) = (io.clone(), state.clone());
+    let session_task = tokio::spawn(async move {
+        loop {
+            match session_events.recv().await {
+                Ok(SessionEvent::Ended { session }) => {
+                    signaling::session_ended(&session_io, &session_state, session).await
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "session notices dropped")
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+    vec![membership_task, revocation_task, session_task]
 }
 
 async fn authenticate(
@@ -196,11 +217,13 @@ async fn authenticate(
         name: user.name,
     });
     chat::register(&socket);
+    signaling::register(&socket);
     metrics::gauge!("lyceum_socket_connections").increment(1.0);
     socket.on_disconnect(
         async |socket: SocketRef, io: SocketIo, State(state): State<GatewayState>| {
             metrics::gauge!("lyceum_socket_connections").decrement(1.0);
             chat::disconnect(&io, &state, &socket).await;
+            signaling::disconnect(&state, &socket).await;
             tracing::debug!(socket = %socket.id, "socket disconnected");
         },
     );

@@ -10,6 +10,7 @@ pub mod ice;
 pub mod paging;
 pub mod policy;
 pub mod sessions;
+pub mod signaling;
 pub mod validate;
 
 pub use access::Actor;

@@ -1,0 +1,293 @@
+//! WebRTC signaling over Socket.IO: joining a live session's call, relaying offers, answers
+//! and ICE candidates to the one socket named in `to`, leaving. Relays name their sender
+//! (`from`, `userId`) from the server's own knowledge, never from the payload.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::{
+    SocketIo,
+    extract::{AckSender, SocketRef, State, TryData},
+    socket::Sid,
+};
+use tracing::Instrument;
+
+use super::{GatewayState, SocketUser, ack, payload};
+use crate::{
+    domain::SessionId,
+    error::{AppError, AppResult},
+    service::signaling::{Peer, Signal},
+};
+use lyceum_plugin_runtime::SignalKind;
+
+/// The Socket.IO room of a session's call.
+pub fn call_room(session: SessionId) -> String {
+    format!("call:{session}")
+}
+
+pub fn register(socket: &SocketRef) {
+    socket.on("webrtc:join_session", join_session);
+    socket.on("webrtc:leave_session", leave_session);
+    socket.on("webrtc:offer", offer);
+    socket.on("webrtc:answer", answer);
+    socket.on("webrtc:ice_candidate", ice_candidate);
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionRef {
+    session_id: SessionId,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SdpPayload {
+    session_id: SessionId,
+    to: String,
+    sdp: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CandidatePayload {
+    session_id: SessionId,
+    to: String,
+    candidate: Value,
+}
+
+fn user_of(socket: &SocketRef) -> SocketUser {
+    socket
+        .extensions
+        .get::<SocketUser>()
+        .expect("authenticated in the handshake")
+}
+
+fn span(socket: &SocketRef, user: &SocketUser, event: &'static str) -> tracing::Span {
+    tracing::info_span!("socket", event, socket = %socket.id, user = %user.actor.id)
+}
+
+async fn join_session(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack_sender: AckSender,
+    State(state): State<GatewayState>,
+) {
+    let user = user_of(&socket);
+    let result = async {
+        let SessionRef { session_id } = payload(data)?;
+        let joined = state
+            .signaling
+            .join(&user.actor, &user.name, &socket.id.to_string(), session_id)
+            .await?;
+        if joined.new {
+            socket.join(call_room(session_id));
+            let notice = json!({
+                "sessionId": session_id,
+                "socketId": socket.id.to_string(),
+                "userId": user.actor.id,
+                "name": user.name,
+            });
+            if let Err(error) = socket
+                .to(call_room(session_id))
+                .emit("webrtc:user_joined", &notice)
+                .await
+            {
+                tracing::warn!(%error, "user_joined broadcast failed");
+            }
+        }
+        Ok(json!({ "peers": joined.peers, "iceServers": joined.ice.ice_servers }))
+    }
+    .instrument(span(&socket, &user, "webrtc:join_session"))
+    .await;
+    ack(ack_sender, result);
+}
+
+async fn leave_session(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack_sender: AckSender,
+    State(state): State<GatewayState>,
+) {
+    let user = user_of(&socket);
+    let result = async {
+        let SessionRef { session_id } = payload(data)?;
+        if let Some(peer) = state
+            .signaling
+            .leave(&socket.id.to_string(), session_id)
+            .await?
+        {
+            socket.leave(call_room(session_id));
+            announce_left(&socket, session_id, &peer).await;
+        }
+        Ok(Value::Null)
+    }
+    .instrument(span(&socket, &user, "webrtc:leave_session"))
+    .await;
+    ack(ack_sender, result);
+}
+
+async fn offer(
+    socket: SocketRef,
+    io: SocketIo,
+    TryData(data): TryData<Value>,
+    ack_sender: AckSender,
+    State(state): State<GatewayState>,
+) {
+    let result = async {
+        let p: SdpPayload = payload(data)?;
+        relay(
+            &socket,
+            &io,
+            &state,
+            SignalKind::Offer,
+            p.session_id,
+            p.to,
+            p.sdp,
+        )
+        .await
+    };
+    let user = user_of(&socket);
+    let result = result
+        .instrument(span(&socket, &user, "webrtc:offer"))
+        .await;
+    ack(ack_sender, result);
+}
+
+async fn answer(
+    socket: SocketRef,
+    io: SocketIo,
+    TryData(data): TryData<Value>,
+    ack_sender: AckSender,
+    State(state): State<GatewayState>,
+) {
+    let result = async {
+        let p: SdpPayload = payload(data)?;
+        relay(
+            &socket,
+            &io,
+            &state,
+            SignalKind::Answer,
+            p.session_id,
+            p.to,
+            p.sdp,
+        )
+        .await
+    };
+    let user = user_of(&socket);
+    let result = result
+        .instrument(span(&socket, &user, "webrtc:answer"))
+        .await;
+    ack(ack_sender, result);
+}
+
+async fn ice_candidate(
+    socket: SocketRef,
+    io: SocketIo,
+    TryData(data): TryData<Value>,
+    ack_sender: AckSender,
+    State(state): State<GatewayState>,
+) {
+    let result = async {
+        let p: CandidatePayload = payload(data)?;
+        relay(
+            &socket,
+            &io,
+            &state,
+            SignalKind::IceCandidate,
+            p.session_id,
+            p.to,
+            p.candidate,
+        )
+        .await
+    };
+    let user = user_of(&socket);
+    let result = result
+        .instrument(span(&socket, &user, "webrtc:ice_candidate"))
+        .await;
+    ack(ack_sender, result);
+}
+
+/// Clears a signal with the service and hands it to the receiving socket alone.
+async fn relay(
+    socket: &SocketRef,
+    io: &SocketIo,
+    state: &GatewayState,
+    kind: SignalKind,
+    session: SessionId,
+    to: String,
+    body: Value,
+) -> AppResult<Value> {
+    let (event, field) = match kind {
+        SignalKind::Offer => ("webrtc:offer_received", "sdp"),
+        SignalKind::Answer => ("webrtc:answer_received", "sdp"),
+        SignalKind::IceCandidate => ("webrtc:ice_candidate_received", "candidate"),
+    };
+    if body.is_null() && kind != SignalKind::IceCandidate {
+        return Err(AppError::validation(field, "required"));
+    }
+    let user = user_of(socket);
+    let cleared = state
+        .signaling
+        .signal(
+            &user.actor,
+            &socket.id.to_string(),
+            &Signal {
+                session,
+                kind,
+                to: to.clone(),
+                payload: body,
+            },
+        )
+        .await?;
+    let receiver = to
+        .parse::<Sid>()
+        .ok()
+        .and_then(|sid| io.get_socket(sid))
+        .ok_or_else(|| AppError::Forbidden("the receiver is not in this session".into()))?;
+    let mut message = json!({
+        "sessionId": session,
+        "from": socket.id.to_string(),
+        "userId": user.actor.id,
+    });
+    message[field] = cleared.payload;
+    receiver
+        .emit(event, &message)
+        .map_err(|e| AppError::internal(anyhow::anyhow!("relaying {event}: {e}")))?;
+    Ok(Value::Null)
+}
+
+async fn announce_left(socket: &SocketRef, session: SessionId, peer: &Peer) {
+    let notice = json!({
+        "sessionId": session,
+        "socketId": peer.socket_id,
+        "userId": peer.user_id,
+    });
+    if let Err(error) = socket
+        .to(call_room(session))
+        .emit("webrtc:user_left", &notice)
+        .await
+    {
+        tracing::warn!(%error, "user_left broadcast failed");
+    }
+}
+
+/// A disconnected socket leaves every call it was in.
+pub async fn disconnect(state: &GatewayState, socket: &SocketRef) {
+    for (session, peer) in state.signaling.leave_all(&socket.id.to_string()).await {
+        announce_left(socket, session, &peer).await;
+    }
+}
+
+/// Tells everyone in an ended session's call, and takes their sockets out of its room.
+pub async fn session_ended(io: &SocketIo, state: &GatewayState, session: SessionId) {
+    let peers = state.signaling.ended(session);
+    let room = call_room(session);
+    if let Err(error) = io
+        .to(room.clone())
+        .emit("webrtc:session_ended", &json!({ "sessionId": session }))
+        .await
+    {
+        tracing::warn!(%error, "session_ended broadcast failed");
+    }
+    io.to(room.clone()).leave(room).await;
+    tracing::info!(session = %session, peers = peers.len(), "call ended");
+}
