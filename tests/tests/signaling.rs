@@ -22,7 +22,7 @@ backend_tests!(
     two_tabs_are_two_peers,
     malformed_payloads_and_limits_are_answered_in_the_ack,
     the_signaling_plugin_drops_and_rewrites_signals,
-    a_failing_signaling_plugin_fails_closed,
+    a_failing_signaling_plugin_fails_closed_or_open_as_configured,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -620,27 +620,37 @@ async fn the_signaling_plugin_drops_and_rewrites_signals(backend: Backend) {
     t.expect_no_event("webrtc:offer_received", QUIET).await;
 }
 
-async fn a_failing_signaling_plugin_fails_closed(backend: Backend) {
-    let plugins = format!(
-        "[signaling]\nfailure = \"fail-closed\"\n\n[[signaling.plugins]]\nsource = '{}'\n",
-        lyceum_plugin_runtime::fixtures::PANIC
-    );
-    let srv = start_with_plugins(backend, &plugins).await;
-    let cast = cast(&srv, None, true).await;
-    let sid = cast.session_id().to_owned();
-    let a = connect(&srv, &cast.a).await;
-    let mut b = connect(&srv, &cast.b).await;
-    joined(&a, &sid).await;
-    joined(&b, &sid).await;
-    ok(&signal(&a, "webrtc:offer", &sid, &b.sid, offer_sdp("fine")).await);
-    b.expect_event("webrtc:offer_received", WAIT).await;
-    // The fixture traps on payloads that mention "panic": the signal is not relayed.
-    refused(
-        &signal(&a, "webrtc:offer", &sid, &b.sid, offer_sdp("panic")).await,
-        "UNAVAILABLE",
-    );
-    b.expect_no_event("webrtc:offer_received", QUIET).await;
-    // The socket and the server carry on.
-    ok(&signal(&a, "webrtc:ice_candidate", &sid, &b.sid, candidate(2)).await);
-    b.expect_event("webrtc:ice_candidate_received", WAIT).await;
+async fn a_failing_signaling_plugin_fails_closed_or_open_as_configured(backend: Backend) {
+    // Two hostile fixtures in the chain: one traps on "panic", one never returns on "loop"
+    // (stopped by the deadline).
+    for failure in ["fail-closed", "fail-open"] {
+        let plugins = format!(
+            "[signaling]\nfailure = \"{failure}\"\n\n[[signaling.plugins]]\nsource = '{}'\n\n[[signaling.plugins]]\nsource = '{}'\n",
+            lyceum_plugin_runtime::fixtures::PANIC,
+            lyceum_plugin_runtime::fixtures::INFINITE_LOOP,
+        );
+        let srv = start_with_plugins(backend, &plugins).await;
+        let cast = cast(&srv, None, true).await;
+        let sid = cast.session_id().to_owned();
+        let a = connect(&srv, &cast.a).await;
+        let mut b = connect(&srv, &cast.b).await;
+        joined(&a, &sid).await;
+        joined(&b, &sid).await;
+        ok(&signal(&a, "webrtc:offer", &sid, &b.sid, offer_sdp("fine")).await);
+        b.expect_event("webrtc:offer_received", WAIT).await;
+        for trigger in ["panic", "loop"] {
+            let ack = signal(&a, "webrtc:offer", &sid, &b.sid, offer_sdp(trigger)).await;
+            if failure == "fail-closed" {
+                refused(&ack, "UNAVAILABLE");
+                b.expect_no_event("webrtc:offer_received", QUIET).await;
+            } else {
+                ok(&ack);
+                let got = b.expect_event("webrtc:offer_received", WAIT).await;
+                assert_eq!(got["sdp"], offer_sdp(trigger), "{failure}");
+            }
+        }
+        // The socket and the server carry on either way.
+        ok(&signal(&a, "webrtc:ice_candidate", &sid, &b.sid, candidate(2)).await);
+        b.expect_event("webrtc:ice_candidate_received", WAIT).await;
+    }
 }
