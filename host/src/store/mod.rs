@@ -40,9 +40,14 @@ impl From<sqlx::Error> for StoreError {
         use sqlx::Error as E;
         match &error {
             E::RowNotFound => StoreError::NotFound,
-            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
-                StoreError::Unavailable(error.to_string())
-            }
+            // A protocol error is a connection that broke mid-exchange (seen when the network
+            // cuts while a connection is being opened), not a mistake of ours.
+            E::PoolTimedOut
+            | E::PoolClosed
+            | E::Io(_)
+            | E::Tls(_)
+            | E::Protocol(_)
+            | E::WorkerCrashed => StoreError::Unavailable(error.to_string()),
             E::Database(db) => {
                 if db.is_unique_violation() {
                     return StoreError::Conflict("already exists".into());

@@ -501,7 +501,7 @@ mod tests {
         };
         assert!(matches!(
             refused(refusal("too_large")),
-            AppError::PayloadTooLarge(_)
+            AppError::OverLimit { .. }
         ));
         assert!(matches!(
             refused(refusal("executable")),
