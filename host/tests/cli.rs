@@ -1,12 +1,17 @@
 //! The `lyceum` binary as an operator uses it: configuration errors, masked `config`, `migrate`,
-//! `user create` against a running server, and a clean exit on SIGTERM.
+//! `user create` against a running server, a clean exit on SIGTERM, and a 1 GiB upload that
+//! leaves the server's memory flat.
 
 use std::{
     io::{BufRead, BufReader, Write},
     path::PathBuf,
     process::{Command, Stdio},
-    time::Duration,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
+
+use axum::body::Bytes;
+use sha2::{Digest, Sha256};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lyceum");
 
@@ -341,4 +346,237 @@ fn processes_starting_together_on_a_fresh_database_all_succeed() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+// ---- A large upload through the real binary ----
+
+const MIB: u64 = 1024 * 1024;
+
+/// The start of a real MP4 (an `ftyp` box), which the file-validation plugin sniffs for.
+const MP4_HEADER: &[u8] = b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_1_gib_upload_keeps_the_server_memory_flat() {
+    const SIZE: u64 = 1024 * MIB;
+    // Bounds for the debug server: a body held in memory, even briefly, passes 1 GiB.
+    const PEAK_LIMIT_KIB: u64 = 200 * 1024;
+    const GROWTH_LIMIT_KIB: u64 = 100 * 1024;
+
+    let dir = temp_dir();
+    // Declared before the server so it drops after it: the process is gone before the
+    // directory, and the gigabyte in it, is removed, whether the test passes or not.
+    let _cleanup = RemoveDirOnDrop(dir.clone());
+    let (server, addr) = serve_in(&dir);
+    let pid = server.0.id();
+    let client = reqwest::Client::new();
+    let token = register_student(&client, &addr).await;
+
+    // Start-up (compiling the plugins) sets its own peak; measure the upload's from here.
+    let peak_reset = reset_peak_rss(pid);
+    let rss_before = vm_kib(pid, "VmRSS");
+    let hwm_before = vm_kib(pid, "VmHWM");
+
+    let hasher = Arc::new(Mutex::new(Sha256::new()));
+    let started = Instant::now();
+    let (status, reply) = tokio::time::timeout(
+        Duration::from_secs(900),
+        upload_mp4(&client, &addr, &token, mp4_body(SIZE, hasher.clone()), SIZE),
+    )
+    .await
+    .expect("the upload finished within 15 minutes");
+    let elapsed = started.elapsed();
+    let rss_after = vm_kib(pid, "VmRSS");
+    let hwm_after = vm_kib(pid, "VmHWM");
+    let expected = hex::encode(hasher.lock().unwrap().clone().finalize());
+
+    println!(
+        "1 GiB upload: {:.1} s ({:.0} MiB/s); server VmRSS before {:.1} MiB, after {:.1} MiB; \
+         VmHWM before {:.1} MiB, after {:.1} MiB (peak reset before the upload: {peak_reset})",
+        elapsed.as_secs_f64(),
+        SIZE as f64 / MIB as f64 / elapsed.as_secs_f64(),
+        rss_before as f64 / 1024.0,
+        rss_after as f64 / 1024.0,
+        hwm_before as f64 / 1024.0,
+        hwm_after as f64 / 1024.0,
+    );
+
+    assert_eq!(status, 201, "upload: {reply}");
+    assert_eq!(reply["success"], true, "{reply}");
+    let file = &reply["data"];
+    assert_eq!(file["size"], SIZE, "{reply}");
+    assert_eq!(file["sha256"], expected.as_str(), "{reply}");
+    assert_eq!(file["folder"], "videos", "{reply}");
+    assert_eq!(file["originalName"], "lecture.mp4", "{reply}");
+    assert_eq!(file["mimetype"], "video/mp4", "{reply}");
+    let filename = file["filename"].as_str().expect("filename");
+    let path = dir.join("uploads").join("videos").join(filename);
+    let on_disk = std::fs::metadata(&path)
+        .unwrap_or_else(|e| panic!("{} is not on disk: {e}", path.display()));
+    assert_eq!(on_disk.len(), SIZE, "{}", path.display());
+    let stored = tokio::task::spawn_blocking(move || sha256_of_file(&path))
+        .await
+        .unwrap();
+    assert_eq!(stored, expected, "the bytes on disk are not the bytes sent");
+
+    assert!(
+        hwm_after < PEAK_LIMIT_KIB,
+        "server peak RSS {hwm_after} KiB during a 1 GiB upload; the body is being buffered"
+    );
+    assert!(
+        hwm_after.saturating_sub(rss_before) < GROWTH_LIMIT_KIB,
+        "server peak RSS grew by {} KiB during a 1 GiB upload ({rss_before} KiB before)",
+        hwm_after.saturating_sub(rss_before)
+    );
+}
+
+/// Removes a test's directory however the test ends.
+struct RemoveDirOnDrop(PathBuf);
+
+impl Drop for RemoveDirOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `lyceum serve` rooted in `dir` on a free loopback port, and the address it announced.
+fn serve_in(dir: &PathBuf) -> (KillOnDrop, String) {
+    let mut server = lyceum(dir)
+        .env("LYCEUM_BIND", "127.0.0.1:0")
+        .env("LYCEUM_UPLOAD_DIR", dir.join("uploads"))
+        .env("LYCEUM_LOG", "info")
+        .env("NO_COLOR", "1")
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = server.stdout.take().unwrap();
+    let server = KillOnDrop(server);
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    // Reads the log to its end, so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("lyceum listening")
+                && let Some(addr) = line
+                    .split("addr=")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+            {
+                let _ = addr_tx.send(strip_ansi(addr));
+            }
+        }
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server announced its address");
+    (server, addr)
+}
+
+async fn register_student(client: &reqwest::Client, addr: &str) -> String {
+    let reply = client
+        .post(format!("http://{addr}/api/v1/auth/register"))
+        .json(&serde_json::json!({
+            "email": "uploader@example.com",
+            "password": "correct horse battery",
+            "name": "Uploader",
+            "role": "student",
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = reply.status();
+    let body: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(status, 201, "register: {body}");
+    body["data"]["accessToken"]
+        .as_str()
+        .expect("accessToken")
+        .to_owned()
+}
+
+/// `POST /api/v1/files/upload` of `body` as `lecture.mp4` into `videos`.
+async fn upload_mp4(
+    client: &reqwest::Client,
+    addr: &str,
+    token: &str,
+    body: reqwest::Body,
+    size: u64,
+) -> (u16, serde_json::Value) {
+    let part = reqwest::multipart::Part::stream_with_length(body, size)
+        .file_name("lecture.mp4")
+        .mime_str("video/mp4")
+        .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("folder", "videos")
+        .part("file", part);
+    let reply = client
+        .post(format!("http://{addr}/api/v1/files/upload"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload request");
+    let status = reply.status().as_u16();
+    let text = reply.text().await.expect("upload reply");
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, body)
+}
+
+/// A `size`-byte MP4 made on the fly in 1 MiB chunks (an `ftyp` box, then one pseudo-random
+/// MiB over and over), so only a chunk exists at a time. `hasher` sees every byte sent.
+fn mp4_body(size: u64, hasher: Arc<Mutex<Sha256>>) -> reqwest::Body {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut chunk = Vec::with_capacity(MIB as usize);
+    while chunk.len() < MIB as usize {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.extend_from_slice(&state.to_le_bytes());
+    }
+    let mut first = chunk.clone();
+    first[..MP4_HEADER.len()].copy_from_slice(MP4_HEADER);
+    let (first, chunk) = (Bytes::from(first), Bytes::from(chunk));
+    let chunks = (0..size.div_ceil(MIB)).map(move |i| {
+        let len = (size - i * MIB).min(MIB) as usize;
+        let bytes = if i == 0 { &first } else { &chunk }.slice(..len);
+        hasher.lock().unwrap().update(&bytes);
+        Ok::<_, std::io::Error>(bytes)
+    });
+    reqwest::Body::wrap_stream(futures::stream::iter(chunks))
+}
+
+fn sha256_of_file(path: &std::path::Path) -> String {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; MIB as usize];
+    loop {
+        let read = file.read(&mut buffer).unwrap();
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// A `Vm*` line of `/proc/<pid>/status`, in KiB.
+fn vm_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(field)?
+                .strip_prefix(':')?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Lowers the peak RSS (`VmHWM`) to the current RSS (`clear_refs` mode 5, Linux 4.0+).
+fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
