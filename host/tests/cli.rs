@@ -206,36 +206,7 @@ fn user_create_refuses_a_bad_role_and_never_takes_a_password_argument() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_created_while_the_server_runs_can_sign_in_and_sigterm_stops_it_cleanly() {
     let dir = temp_dir();
-    let mut server = lyceum(&dir)
-        .env("LYCEUM_BIND", "127.0.0.1:0")
-        .env("LYCEUM_LOG", "info")
-        .env("NO_COLOR", "1")
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = server.stdout.take().unwrap();
-    let server = KillOnDrop(server);
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("lyceum listening") {
-                let addr = line
-                    .split("addr=")
-                    .nth(1)
-                    .unwrap()
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .to_owned();
-                let _ = addr_tx.send(strip_ansi(&addr));
-            }
-        }
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server announced its address");
+    let (server, addr) = serve_in(&dir);
 
     let mut create = lyceum(&dir)
         .args([

@@ -10,7 +10,9 @@ use socketioxide::{
 };
 use tracing::Instrument;
 
-use super::{GatewayState, SocketUser, ack, payload, presence::OnlineUser, user_room};
+use super::{
+    GatewayState, SocketUser, ack, payload, presence::OnlineUser, span, user_of, user_room,
+};
 use crate::{
     domain::{MessageId, RoomId},
     error::AppError,
@@ -78,17 +80,6 @@ struct EditPayload {
 #[serde(rename_all = "camelCase")]
 struct MessageRef {
     message_id: MessageId,
-}
-
-fn user_of(socket: &SocketRef) -> SocketUser {
-    socket
-        .extensions
-        .get::<SocketUser>()
-        .expect("authenticated in the handshake")
-}
-
-fn span(socket: &SocketRef, user: &SocketUser, event: &'static str) -> tracing::Span {
-    tracing::info_span!("socket", event, socket = %socket.id, user = %user.actor.id)
 }
 
 async fn announce_online(io: &SocketIo, state: &GatewayState, room: RoomId) {

@@ -97,6 +97,19 @@ pub struct SocketUser {
     pub name: String,
 }
 
+/// The user a socket authenticated as.
+pub fn user_of(socket: &SocketRef) -> SocketUser {
+    socket
+        .extensions
+        .get::<SocketUser>()
+        .expect("authenticated in the handshake")
+}
+
+/// The tracing span of one socket event.
+pub fn span(socket: &SocketRef, user: &SocketUser, event: &'static str) -> tracing::Span {
+    tracing::info_span!("socket", event, socket = %socket.id, user = %user.actor.id)
+}
+
 #[derive(Deserialize)]
 struct AuthPayload {
     token: String,

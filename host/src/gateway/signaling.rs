@@ -5,13 +5,13 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::{
-    SocketIo,
+    ParserError, SocketIo,
     extract::{AckSender, SocketRef, State, TryData},
     socket::Sid,
 };
 use tracing::Instrument;
 
-use super::{GatewayState, SocketUser, ack, payload};
+use super::{GatewayState, ack, payload, span, user_of};
 use crate::{
     domain::SessionId,
     error::{AppError, AppResult},
@@ -27,9 +27,22 @@ pub fn call_room(session: SessionId) -> String {
 pub fn register(socket: &SocketRef) {
     socket.on("webrtc:join_session", join_session);
     socket.on("webrtc:leave_session", leave_session);
-    socket.on("webrtc:offer", offer);
-    socket.on("webrtc:answer", answer);
-    socket.on("webrtc:ice_candidate", ice_candidate);
+    for (event, kind) in [
+        ("webrtc:offer", SignalKind::Offer),
+        ("webrtc:answer", SignalKind::Answer),
+        ("webrtc:ice_candidate", SignalKind::IceCandidate),
+    ] {
+        socket.on(
+            event,
+            move |socket: SocketRef,
+                  io: SocketIo,
+                  TryData(data): TryData<Value>,
+                  ack_sender: AckSender,
+                  State(state): State<GatewayState>| {
+                on_signal(kind, socket, io, data, ack_sender, state)
+            },
+        );
+    }
 }
 
 #[derive(Deserialize)]
@@ -52,17 +65,6 @@ struct CandidatePayload {
     session_id: SessionId,
     to: String,
     candidate: Value,
-}
-
-fn user_of(socket: &SocketRef) -> SocketUser {
-    socket
-        .extensions
-        .get::<SocketUser>()
-        .expect("authenticated in the handshake")
-}
-
-fn span(socket: &SocketRef, user: &SocketUser, event: &'static str) -> tracing::Span {
-    tracing::info_span!("socket", event, socket = %socket.id, user = %user.actor.id)
 }
 
 async fn join_session(
@@ -125,84 +127,36 @@ async fn leave_session(
     ack(ack_sender, result);
 }
 
-async fn offer(
+/// Offers, answers and candidates: the same steps, differing in the payload's field.
+async fn on_signal(
+    kind: SignalKind,
     socket: SocketRef,
     io: SocketIo,
-    TryData(data): TryData<Value>,
+    data: Result<Value, ParserError>,
     ack_sender: AckSender,
-    State(state): State<GatewayState>,
+    state: GatewayState,
 ) {
-    let result = async {
-        let p: SdpPayload = payload(data)?;
-        relay(
-            &socket,
-            &io,
-            &state,
-            SignalKind::Offer,
-            p.session_id,
-            p.to,
-            p.sdp,
-        )
-        .await
-    };
     let user = user_of(&socket);
-    let result = result
-        .instrument(span(&socket, &user, "webrtc:offer"))
-        .await;
-    ack(ack_sender, result);
-}
-
-async fn answer(
-    socket: SocketRef,
-    io: SocketIo,
-    TryData(data): TryData<Value>,
-    ack_sender: AckSender,
-    State(state): State<GatewayState>,
-) {
-    let result = async {
-        let p: SdpPayload = payload(data)?;
-        relay(
-            &socket,
-            &io,
-            &state,
-            SignalKind::Answer,
-            p.session_id,
-            p.to,
-            p.sdp,
-        )
-        .await
+    let event = match kind {
+        SignalKind::Offer => "webrtc:offer",
+        SignalKind::Answer => "webrtc:answer",
+        SignalKind::IceCandidate => "webrtc:ice_candidate",
     };
-    let user = user_of(&socket);
-    let result = result
-        .instrument(span(&socket, &user, "webrtc:answer"))
-        .await;
-    ack(ack_sender, result);
-}
-
-async fn ice_candidate(
-    socket: SocketRef,
-    io: SocketIo,
-    TryData(data): TryData<Value>,
-    ack_sender: AckSender,
-    State(state): State<GatewayState>,
-) {
     let result = async {
-        let p: CandidatePayload = payload(data)?;
-        relay(
-            &socket,
-            &io,
-            &state,
-            SignalKind::IceCandidate,
-            p.session_id,
-            p.to,
-            p.candidate,
-        )
-        .await
-    };
-    let user = user_of(&socket);
-    let result = result
-        .instrument(span(&socket, &user, "webrtc:ice_candidate"))
-        .await;
+        let (session, to, body) = match kind {
+            SignalKind::IceCandidate => {
+                let p: CandidatePayload = payload(data)?;
+                (p.session_id, p.to, p.candidate)
+            }
+            SignalKind::Offer | SignalKind::Answer => {
+                let p: SdpPayload = payload(data)?;
+                (p.session_id, p.to, p.sdp)
+            }
+        };
+        relay(&socket, &io, &state, kind, session, to, body).await
+    }
+    .instrument(span(&socket, &user, event))
+    .await;
     ack(ack_sender, result);
 }
 
