@@ -60,6 +60,7 @@ pub const KEYS: &[&str] = &[
     "signal_max_candidate_bytes",
     "signal_rate_per_second",
     "signal_rate_burst",
+    "socket_send_buffer",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -140,6 +141,8 @@ pub struct Config {
     pub signal_rate_per_second: f64,
     /// Signals a socket may send in a burst before the rate applies.
     pub signal_rate_burst: u32,
+    /// Packets waiting to be written to one socket before further sends to it fail.
+    pub socket_send_buffer: usize,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -188,6 +191,7 @@ impl Default for Config {
             signal_max_candidate_bytes: 4 * 1024,
             signal_rate_per_second: 50.0,
             signal_rate_burst: 200,
+            socket_send_buffer: 1024,
         }
     }
 }
@@ -329,6 +333,12 @@ impl Config {
         }
         if self.signal_rate_burst == 0 {
             return Err(ConfigError::key("signal_rate_burst", "must be at least 1"));
+        }
+        if self.socket_send_buffer < 16 {
+            return Err(ConfigError::key(
+                "socket_send_buffer",
+                "must be at least 16",
+            ));
         }
         for (key, value) in [
             ("signal_max_sdp_bytes", self.signal_max_sdp_bytes),

@@ -33,7 +33,7 @@ pub mod telemetry;
 use std::{future::Future, net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::Context;
-use axum::Router;
+use axum::{Router, serve::ListenerExt};
 use lyceum_plugin_runtime::{PluginsConfig, PolicyEngine};
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
@@ -166,6 +166,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     };
     let (socket_layer, io) = SocketIo::builder()
         .max_payload(config.max_json_body)
+        // Room for a burst of signals and chat fan-out to a socket that reads a little late;
+        // beyond it, sends to that socket fail instead of queueing without bound.
+        .max_buffer_size(config.socket_send_buffer)
         // Long-polling is capped by max_payload; WebSocket messages by these two.
         .ws_max_message_size(usize::try_from(config.max_json_body).unwrap_or(usize::MAX))
         .ws_max_frame_size(usize::try_from(config.max_json_body).unwrap_or(usize::MAX))
@@ -229,6 +232,13 @@ pub async fn run(
     let grace = app.state.config.shutdown_grace;
     let router = app.router.clone();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    // Socket.IO frames are small and latency-bound: Nagle's algorithm (with delayed ACKs)
+    // would hold them back by tens of milliseconds.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -51,7 +51,8 @@ impl SocketClient {
         auth: Option<Value>,
     ) -> Result<SocketClient, ConnectError> {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        // Nagle off, as browsers have it for WebSockets: small frames go out at once.
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .map_err(|e| ConnectError::Transport(e.to_string()))?;
         let (mut sink, mut stream) = ws.split();

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::{
-    ParserError, SocketIo,
+    ParserError, SendError, SocketError, SocketIo,
     extract::{AckSender, SocketRef, State, TryData},
     socket::Sid,
 };
@@ -205,7 +205,16 @@ async fn relay(
     message[field] = cleared.payload;
     receiver
         .emit(event, &message)
-        .map_err(|e| AppError::internal(anyhow::anyhow!("relaying {event}: {e}")))?;
+        .map_err(|error| match error {
+            // The receiver is not reading fast enough; the sender may try again shortly.
+            SendError::Socket(SocketError::InternalChannelFull) => AppError::RateLimited {
+                retry_after: std::time::Duration::from_secs(1),
+            },
+            SendError::Socket(SocketError::Closed) => {
+                AppError::Forbidden("the receiver is not in this session".into())
+            }
+            other => AppError::internal(anyhow::anyhow!("relaying {event}: {other}")),
+        })?;
     Ok(Value::Null)
 }
 
