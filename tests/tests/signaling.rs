@@ -23,6 +23,7 @@ backend_tests!(
     malformed_payloads_and_limits_are_answered_in_the_ack,
     the_signaling_plugin_drops_and_rewrites_signals,
     a_failing_signaling_plugin_fails_closed_or_open_as_configured,
+    losing_membership_takes_a_peer_out_of_the_call_at_once,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -653,4 +654,51 @@ async fn a_failing_signaling_plugin_fails_closed_or_open_as_configured(backend: 
         ok(&signal(&a, "webrtc:ice_candidate", &sid, &b.sid, candidate(2)).await);
         b.expect_event("webrtc:ice_candidate_received", WAIT).await;
     }
+}
+
+async fn losing_membership_takes_a_peer_out_of_the_call_at_once(backend: Backend) {
+    let srv = start(backend).await;
+    let cast = cast(&srv, None, true).await;
+    let sid = cast.session_id().to_owned();
+    let mut a = connect(&srv, &cast.a).await;
+    let mut b = connect(&srv, &cast.b).await;
+    joined(&a, &sid).await;
+    joined(&b, &sid).await;
+    a.expect_event("webrtc:user_joined", WAIT).await;
+
+    // The instructor removes B from the course.
+    let course = cast.session["courseId"].as_str().unwrap();
+    let removed = as_client(&srv, &cast.t)
+        .delete(&api(&format!(
+            "/courses/{course}/enrollments/{}",
+            cast.b.id
+        )))
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+
+    assert_eq!(
+        b.expect_event("webrtc:session_ended", WAIT).await,
+        json!({ "sessionId": sid })
+    );
+    assert_eq!(
+        a.expect_event("webrtc:user_left", WAIT).await,
+        json!({ "sessionId": sid, "socketId": b.sid, "userId": cast.b.id })
+    );
+    // B can neither signal into the call nor come back; A's signals to B are refused.
+    refused(
+        &signal(&b, "webrtc:offer", &sid, &a.sid, offer_sdp("still here?")).await,
+        "FORBIDDEN",
+    );
+    refused(&join(&b, &sid).await, "FORBIDDEN");
+    refused(
+        &signal(&a, "webrtc:offer", &sid, &b.sid, offer_sdp("to B")).await,
+        "FORBIDDEN",
+    );
+    a.expect_no_event("webrtc:offer_received", QUIET).await;
+    let rows = participants(&srv, &cast.t, &sid).await;
+    let b_row = rows
+        .iter()
+        .find(|r| r["userId"] == cast.b.id.as_str())
+        .unwrap();
+    assert!(b_row["leftAt"].is_string(), "{b_row}");
 }

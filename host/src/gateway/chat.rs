@@ -273,7 +273,11 @@ pub async fn evict(
     let mut changed_rooms = Vec::new();
     for (room, uid, sockets) in entries {
         for sid in sockets {
-            if let Some(socket) = io.sockets().into_iter().find(|s| s.id.to_string() == sid) {
+            if let Some(socket) = sid
+                .parse::<socketioxide::socket::Sid>()
+                .ok()
+                .and_then(|sid| io.get_socket(sid))
+            {
                 socket.leave(room_key(room));
             }
             if state.presence.leave(room, uid, &sid) {

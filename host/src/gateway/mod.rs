@@ -155,10 +155,12 @@ pub fn attach(io: &SocketIo, state: &GatewayState) -> Vec<tokio::task::JoinHandl
         loop {
             match memberships.recv().await {
                 Ok(MembershipEvent::Removed { course, user }) => {
-                    chat::evict(&watch_io, &watch_state, course, Some(user)).await
+                    chat::evict(&watch_io, &watch_state, course, Some(user)).await;
+                    signaling::evict(&watch_io, &watch_state, course, Some(user)).await;
                 }
                 Ok(MembershipEvent::CourseDeleted { course }) => {
-                    chat::evict(&watch_io, &watch_state, course, None).await
+                    chat::evict(&watch_io, &watch_state, course, None).await;
+                    signaling::evict(&watch_io, &watch_state, course, None).await;
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "membership notices dropped")

@@ -254,3 +254,38 @@ pub async fn session_ended(io: &SocketIo, state: &GatewayState, session: Session
     io.to(room.clone()).leave(room).await;
     tracing::info!(session = %session, peers = peers.len(), "call ended");
 }
+
+/// Takes peers who lost their membership out of the course's calls: the others hear
+/// `webrtc:user_left`, and the evicted socket `webrtc:session_ended`, since the call is over
+/// for it.
+pub async fn evict(
+    io: &SocketIo,
+    state: &GatewayState,
+    course: crate::domain::CourseId,
+    user: Option<crate::domain::UserId>,
+) {
+    for (session, peer) in state.signaling.evict(course, user).await {
+        let room = call_room(session);
+        if let Some(socket) = peer
+            .socket_id
+            .parse::<Sid>()
+            .ok()
+            .and_then(|sid| io.get_socket(sid))
+        {
+            socket.leave(room.clone());
+            if let Err(error) =
+                socket.emit("webrtc:session_ended", &json!({ "sessionId": session }))
+            {
+                tracing::debug!(%error, "could not tell an evicted peer");
+            }
+        }
+        let notice = json!({
+            "sessionId": session,
+            "socketId": peer.socket_id,
+            "userId": peer.user_id,
+        });
+        if let Err(error) = io.to(room).emit("webrtc:user_left", &notice).await {
+            tracing::warn!(%error, "user_left broadcast failed");
+        }
+    }
+}

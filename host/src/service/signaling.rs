@@ -233,6 +233,40 @@ impl SignalingService {
         left
     }
 
+    /// Takes out of every call of `course` the peers of `user` (everyone when `None`): they
+    /// lost their membership, or the course is gone. Their attendance rows are closed.
+    pub async fn evict(
+        &self,
+        course: crate::domain::CourseId,
+        user: Option<UserId>,
+    ) -> Vec<(SessionId, Peer)> {
+        let evicted: Vec<(SessionId, Peer)> = {
+            let mut calls = self.calls.lock().expect("calls lock");
+            let mut evicted = Vec::new();
+            for (session, call) in calls.iter_mut().filter(|(_, c)| c.course.id == course) {
+                call.peers.retain(|peer| {
+                    let out = user.is_none_or(|u| peer.user_id == u);
+                    if out {
+                        evicted.push((*session, peer.clone()));
+                    }
+                    !out
+                });
+            }
+            calls.retain(|_, call| !call.peers.is_empty());
+            evicted
+        };
+        for (session, peer) in &evicted {
+            if let Err(error) = self
+                .store
+                .close_participant(*session, &peer.socket_id, now())
+                .await
+            {
+                tracing::warn!(%error, session = %session, "could not close an attendance row");
+            }
+        }
+        evicted
+    }
+
     /// Forgets an ended session's call (its attendance rows were closed with it) and returns
     /// who was in it.
     pub fn ended(&self, session: SessionId) -> Vec<Peer> {
