@@ -11,7 +11,7 @@ use socketioxide::{
 use tracing::Instrument;
 
 use super::{
-    GatewayState, SocketUser, ack, payload, presence::OnlineUser, span, user_of, user_room,
+    GatewayState, SocketUser, ack, payload, presence::OnlineUser, respond, span, user_of, user_room,
 };
 use crate::{
     domain::{MessageId, RoomId},
@@ -159,21 +159,23 @@ async fn send_message(
     ack_sender: AckSender,
     State(state): State<GatewayState>,
 ) {
-    let user = user_of(&socket);
-    let result = async {
-        let p: SendPayload = payload(data)?;
-        let input = SendInput {
-            content: p.content,
-            client_id: Some(p.client_id),
-            reply_to: p.reply_to,
-            attachments: p.attachments,
-        };
-        let sent = state.chat.send(&user.actor, p.room_id, input).await?;
-        Ok(json!({ "message": sent.message }))
-    }
-    .instrument(span(&socket, &user, "chat:send_message"))
+    respond(
+        &socket,
+        "chat:send_message",
+        ack_sender,
+        |user| async move {
+            let p: SendPayload = payload(data)?;
+            let input = SendInput {
+                content: p.content,
+                client_id: Some(p.client_id),
+                reply_to: p.reply_to,
+                attachments: p.attachments,
+            };
+            let sent = state.chat.send(&user.actor, p.room_id, input).await?;
+            Ok(json!({ "message": sent.message }))
+        },
+    )
     .await;
-    ack(ack_sender, result);
 }
 
 async fn typing(
@@ -182,30 +184,27 @@ async fn typing(
     ack_sender: AckSender,
     State(state): State<GatewayState>,
 ) {
-    let user = user_of(&socket);
-    let p: TypingPayload = match payload(data) {
-        Ok(p) => p,
-        Err(error) => return ack(ack_sender, Err(error)),
-    };
-    if !state.presence.is_in(&socket.id.to_string(), p.room_id) {
-        return ack(
-            ack_sender,
-            Err(AppError::Forbidden(
+    let socket = &socket;
+    respond(socket, "chat:typing", ack_sender, |user| async move {
+        let p: TypingPayload = payload(data)?;
+        if !state.presence.is_in(&socket.id.to_string(), p.room_id) {
+            return Err(AppError::Forbidden(
                 "join the room before sending typing notices".into(),
-            )),
-        );
-    }
-    let notice = json!({ "roomId": p.room_id, "userId": user.actor.id, "name": user.name, "isTyping": p.is_typing });
-    // Never echoed: not to this socket, nor to the sender's other tabs.
-    if let Err(error) = socket
-        .to(room_key(p.room_id))
-        .except(user_room(user.actor.id))
-        .emit("chat:typing", &notice)
-        .await
-    {
-        tracing::warn!(%error, "typing broadcast failed");
-    }
-    ack(ack_sender, Ok(json!({})));
+            ));
+        }
+        let notice = json!({ "roomId": p.room_id, "userId": user.actor.id, "name": user.name, "isTyping": p.is_typing });
+        // Never echoed: not to this socket, nor to the sender's other tabs.
+        if let Err(error) = socket
+            .to(room_key(p.room_id))
+            .except(user_room(user.actor.id))
+            .emit("chat:typing", &notice)
+            .await
+        {
+            tracing::warn!(%error, "typing broadcast failed");
+        }
+        Ok(json!({}))
+    })
+    .await;
 }
 
 async fn edit_message(
@@ -214,18 +213,20 @@ async fn edit_message(
     ack_sender: AckSender,
     State(state): State<GatewayState>,
 ) {
-    let user = user_of(&socket);
-    let result = async {
-        let p: EditPayload = payload(data)?;
-        let message = state
-            .chat
-            .edit(&user.actor, p.message_id, EditInput { content: p.content })
-            .await?;
-        Ok(json!({ "message": message }))
-    }
-    .instrument(span(&socket, &user, "chat:edit_message"))
+    respond(
+        &socket,
+        "chat:edit_message",
+        ack_sender,
+        |user| async move {
+            let p: EditPayload = payload(data)?;
+            let message = state
+                .chat
+                .edit(&user.actor, p.message_id, EditInput { content: p.content })
+                .await?;
+            Ok(json!({ "message": message }))
+        },
+    )
     .await;
-    ack(ack_sender, result);
 }
 
 async fn delete_message(
@@ -234,15 +235,17 @@ async fn delete_message(
     ack_sender: AckSender,
     State(state): State<GatewayState>,
 ) {
-    let user = user_of(&socket);
-    let result = async {
-        let p: MessageRef = payload(data)?;
-        state.chat.delete(&user.actor, p.message_id).await?;
-        Ok(json!({}))
-    }
-    .instrument(span(&socket, &user, "chat:delete_message"))
+    respond(
+        &socket,
+        "chat:delete_message",
+        ack_sender,
+        |user| async move {
+            let p: MessageRef = payload(data)?;
+            state.chat.delete(&user.actor, p.message_id).await?;
+            Ok(json!({}))
+        },
+    )
     .await;
-    ack(ack_sender, result);
 }
 
 async fn online_users(
@@ -251,14 +254,17 @@ async fn online_users(
     ack_sender: AckSender,
     State(state): State<GatewayState>,
 ) {
-    let user = user_of(&socket);
-    let result = async {
-        let RoomRef { room_id } = payload(data)?;
-        state.chat.room_access(&user.actor, room_id).await?;
-        Ok(json!({ "users": state.presence.users(room_id) }))
-    }
+    respond(
+        &socket,
+        "chat:online_users",
+        ack_sender,
+        |user| async move {
+            let RoomRef { room_id } = payload(data)?;
+            state.chat.room_access(&user.actor, room_id).await?;
+            Ok(json!({ "users": state.presence.users(room_id) }))
+        },
+    )
     .await;
-    ack(ack_sender, result);
 }
 
 /// Takes every socket of `user` (or of everyone) out of the course's rooms, after their

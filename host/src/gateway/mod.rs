@@ -110,6 +110,23 @@ pub fn span(socket: &SocketRef, user: &SocketUser, event: &'static str) -> traci
     tracing::info_span!("socket", event, socket = %socket.id, user = %user.actor.id)
 }
 
+/// Handles one event the common way: `work` runs in the event's span with the socket's user,
+/// and its result is the acknowledgement.
+pub async fn respond<F, Fut>(
+    socket: &SocketRef,
+    event: &'static str,
+    ack_sender: AckSender,
+    work: F,
+) where
+    F: FnOnce(SocketUser) -> Fut,
+    Fut: std::future::Future<Output = AppResult<Value>>,
+{
+    let user = user_of(socket);
+    let span = span(socket, &user, event);
+    let result = tracing::Instrument::instrument(work(user), span).await;
+    ack(ack_sender, result);
+}
+
 #[derive(Deserialize)]
 struct AuthPayload {
     token: String,

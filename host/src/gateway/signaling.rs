@@ -9,9 +9,8 @@ use socketioxide::{
     extract::{AckSender, SocketRef, State, TryData},
     socket::Sid,
 };
-use tracing::Instrument;
 
-use super::{GatewayState, ack, payload, span, user_of};
+use super::{GatewayState, payload, respond, user_of};
 use crate::{
     domain::SessionId,
     error::{AppError, AppResult},
@@ -73,34 +72,37 @@ async fn join_session(
     ack_sender: AckSender,
     State(state): State<GatewayState>,
 ) {
-    let user = user_of(&socket);
-    let result = async {
-        let SessionRef { session_id } = payload(data)?;
-        let joined = state
-            .signaling
-            .join(&user.actor, &user.name, &socket.id.to_string(), session_id)
-            .await?;
-        if joined.new {
-            socket.join(call_room(session_id));
-            let notice = json!({
-                "sessionId": session_id,
-                "socketId": socket.id.to_string(),
-                "userId": user.actor.id,
-                "name": user.name,
-            });
-            if let Err(error) = socket
-                .to(call_room(session_id))
-                .emit("webrtc:user_joined", &notice)
-                .await
-            {
-                tracing::warn!(%error, "user_joined broadcast failed");
+    let socket = &socket;
+    respond(
+        socket,
+        "webrtc:join_session",
+        ack_sender,
+        |user| async move {
+            let SessionRef { session_id } = payload(data)?;
+            let joined = state
+                .signaling
+                .join(&user.actor, &user.name, &socket.id.to_string(), session_id)
+                .await?;
+            if joined.new {
+                socket.join(call_room(session_id));
+                let notice = json!({
+                    "sessionId": session_id,
+                    "socketId": socket.id.to_string(),
+                    "userId": user.actor.id,
+                    "name": user.name,
+                });
+                if let Err(error) = socket
+                    .to(call_room(session_id))
+                    .emit("webrtc:user_joined", &notice)
+                    .await
+                {
+                    tracing::warn!(%error, "user_joined broadcast failed");
+                }
             }
-        }
-        Ok(json!({ "peers": joined.peers, "iceServers": joined.ice.ice_servers }))
-    }
-    .instrument(span(&socket, &user, "webrtc:join_session"))
+            Ok(json!({ "peers": joined.peers, "iceServers": joined.ice.ice_servers }))
+        },
+    )
     .await;
-    ack(ack_sender, result);
 }
 
 async fn leave_session(
@@ -109,8 +111,8 @@ async fn leave_session(
     ack_sender: AckSender,
     State(state): State<GatewayState>,
 ) {
-    let user = user_of(&socket);
-    let result = async {
+    let socket = &socket;
+    respond(socket, "webrtc:leave_session", ack_sender, |_| async move {
         let SessionRef { session_id } = payload(data)?;
         if let Some(peer) = state
             .signaling
@@ -118,13 +120,11 @@ async fn leave_session(
             .await?
         {
             socket.leave(call_room(session_id));
-            announce_left(&socket, session_id, &peer).await;
+            announce_left(socket, session_id, &peer).await;
         }
         Ok(Value::Null)
-    }
-    .instrument(span(&socket, &user, "webrtc:leave_session"))
+    })
     .await;
-    ack(ack_sender, result);
 }
 
 /// Offers, answers and candidates: the same steps, differing in the payload's field.
@@ -136,13 +136,13 @@ async fn on_signal(
     ack_sender: AckSender,
     state: GatewayState,
 ) {
-    let user = user_of(&socket);
     let event = match kind {
         SignalKind::Offer => "webrtc:offer",
         SignalKind::Answer => "webrtc:answer",
         SignalKind::IceCandidate => "webrtc:ice_candidate",
     };
-    let result = async {
+    let socket = &socket;
+    respond(socket, event, ack_sender, |_| async move {
         let (session, to, body) = match kind {
             SignalKind::IceCandidate => {
                 let p: CandidatePayload = payload(data)?;
@@ -153,11 +153,9 @@ async fn on_signal(
                 (p.session_id, p.to, p.sdp)
             }
         };
-        relay(&socket, &io, &state, kind, session, to, body).await
-    }
-    .instrument(span(&socket, &user, event))
+        relay(socket, &io, &state, kind, session, to, body).await
+    })
     .await;
-    ack(ack_sender, result);
 }
 
 /// Clears a signal with the service and hands it to the receiving socket alone.
