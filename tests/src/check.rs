@@ -13,8 +13,11 @@ pub fn as_client(srv: &TestServer, who: &Account) -> Client {
     srv.client().bearer(&who.token)
 }
 
+#[track_caller]
 pub fn id_of(value: &Value) -> &str {
-    value["id"].as_str().expect("an id")
+    value["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {value}"))
 }
 
 pub fn ids(items: &[Value]) -> Vec<String> {
@@ -25,7 +28,7 @@ pub fn ids(items: &[Value]) -> Vec<String> {
 pub fn assert_keys(value: &Value, expected: &[&str]) {
     let mut keys: Vec<&str> = value
         .as_object()
-        .expect("an object")
+        .unwrap_or_else(|| panic!("{value} is not an object"))
         .keys()
         .map(String::as_str)
         .collect();

@@ -15,7 +15,9 @@ use futures::future::join_all;
 use lyceum::config::Config;
 use lyceum_plugin_runtime::fixtures;
 use lyceum_tests::{
-    Account, Backend, Client, Reply, TestServer, backend_tests, socket::SocketClient,
+    Account, Backend, Reply, TestServer, backend_tests,
+    check::{api, as_client, assert_keys, id_of},
+    socket::SocketClient,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -201,14 +203,6 @@ fn room_of(course_or_session: &Value) -> String {
         .to_owned()
 }
 
-fn api(path: &str) -> String {
-    format!("/api/v1{path}")
-}
-
-fn as_client(srv: &TestServer, who: &Account) -> Client {
-    srv.client().bearer(&who.token)
-}
-
 fn messages_path(room: &str) -> String {
     api(&format!("/chat/rooms/{room}/messages"))
 }
@@ -217,33 +211,12 @@ fn message_path(id: &str) -> String {
     api(&format!("/chat/messages/{id}"))
 }
 
-fn id_of(value: &Value) -> String {
-    value["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {value}"))
-        .to_owned()
-}
-
 fn uuid_of(value: &Value) -> Uuid {
-    Uuid::parse_str(&id_of(value)).expect("a uuid")
+    Uuid::parse_str(id_of(value)).expect("a uuid")
 }
 
 fn fresh_client_id() -> String {
     Uuid::new_v4().simple().to_string()
-}
-
-#[track_caller]
-fn assert_keys(value: &Value, expected: &[&str]) {
-    let mut keys: Vec<&str> = value
-        .as_object()
-        .unwrap_or_else(|| panic!("{value} is not an object"))
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
-    let mut expected = expected.to_vec();
-    expected.sort_unstable();
-    assert_eq!(keys, expected, "in {value}");
 }
 
 /// A fresh message as the contract shapes it.
@@ -380,7 +353,7 @@ async fn pages(srv: &TestServer, who: &Account, room: &str, limit: u32) -> Vec<V
         let items = data["items"].as_array().expect("items").clone();
         assert!(items.len() <= limit as usize, "page over its limit");
         let next = data["nextCursor"].as_str().map(str::to_owned);
-        let last = items.last().map(id_of);
+        let last = items.last().map(|v| id_of(v).to_owned());
         pages.push(items);
         match next {
             Some(next) => {
@@ -487,7 +460,7 @@ fn found(reply: &Reply) -> Vec<String> {
         .as_array()
         .expect("items")
         .iter()
-        .map(id_of)
+        .map(|v| id_of(v).to_owned())
         .collect()
 }
 
@@ -931,10 +904,13 @@ async fn a_resend_with_the_same_client_id_returns_the_first_message_and_broadcas
     let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 200, 201]);
-    let raced: HashSet<String> = replies.iter().map(|r| id_of(&r.data())).collect();
+    let raced: HashSet<String> = replies
+        .iter()
+        .map(|r| id_of(&r.data()).to_owned())
+        .collect();
     assert_eq!(raced.len(), 1, "one message for one clientId");
     let event = b.expect_event("chat:new_message", WAIT).await;
-    assert!(raced.contains(&id_of(&event)));
+    assert!(raced.contains(id_of(&event)));
     // The same over the socket.
     let acks = join_all((0..5).map(|n| {
         a.emit_ack(
@@ -943,10 +919,13 @@ async fn a_resend_with_the_same_client_id_returns_the_first_message_and_broadcas
         )
     }))
     .await;
-    let raced: HashSet<String> = acks.iter().map(|ack| id_of(&ok(ack)["message"])).collect();
+    let raced: HashSet<String> = acks
+        .iter()
+        .map(|ack| id_of(&ok(ack)["message"]).to_owned())
+        .collect();
     assert_eq!(raced.len(), 1, "one message for one clientId: {acks:?}");
     let event = b.expect_event("chat:new_message", WAIT).await;
-    assert!(raced.contains(&id_of(&event)));
+    assert!(raced.contains(id_of(&event)));
     b.expect_no_event("chat:new_message", QUIET).await;
 
     let stored = history(&srv, &w.b, &w.r1).await;
@@ -1066,7 +1045,7 @@ async fn content_must_be_non_blank_and_within_the_configured_length(backend: Bac
     let id = id_of(&accented);
     assert_field(
         &as_client(&srv, &w.a)
-            .patch(&message_path(&id), json!({ "content": "b".repeat(11) }))
+            .patch(&message_path(id), json!({ "content": "b".repeat(11) }))
             .await,
         "content",
     );
@@ -1167,7 +1146,7 @@ async fn only_the_sender_edits_and_the_room_sees_the_update(backend: Backend) {
     );
     for who in [&w.b, &w.t1, &admin] {
         as_client(&srv, who)
-            .patch(&message_path(&id), json!({ "content": "hijacked" }))
+            .patch(&message_path(id), json!({ "content": "hijacked" }))
             .await
             .assert_error(403, "FORBIDDEN");
     }
@@ -1178,7 +1157,7 @@ async fn only_the_sender_edits_and_the_room_sees_the_update(backend: Backend) {
     );
     for who in [&w.c, &w.t2] {
         as_client(&srv, who)
-            .patch(&message_path(&id), json!({ "content": "hijacked" }))
+            .patch(&message_path(id), json!({ "content": "hijacked" }))
             .await
             .assert_error(404, "NOT_FOUND");
     }
@@ -1217,7 +1196,7 @@ async fn only_the_sender_edits_and_the_room_sees_the_update(backend: Backend) {
 
     // The sender, over REST.
     let reply = as_client(&srv, &w.a)
-        .patch(&message_path(&id), json!({ "content": "best words" }))
+        .patch(&message_path(id), json!({ "content": "best words" }))
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let rest_updated = reply.data();
@@ -1229,10 +1208,10 @@ async fn only_the_sender_edits_and_the_room_sees_the_update(backend: Backend) {
     assert_eq!(history(&srv, &w.b, &w.r1).await, vec![rest_updated]);
 
     // A deleted message can no longer be edited.
-    let reply = as_client(&srv, &w.a).delete(&message_path(&id)).await;
+    let reply = as_client(&srv, &w.a).delete(&message_path(id)).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     as_client(&srv, &w.a)
-        .patch(&message_path(&id), json!({ "content": "revived" }))
+        .patch(&message_path(id), json!({ "content": "revived" }))
         .await
         .assert_error(409, "CONFLICT");
     refused(
@@ -1258,7 +1237,7 @@ async fn sender_instructor_and_admin_delete_leaving_a_tombstone(backend: Backend
     for _ in 0..5 {
         b.expect_event("chat:new_message", WAIT).await;
     }
-    let ids: Vec<String> = sent.iter().map(id_of).collect();
+    let ids: Vec<String> = sent.iter().map(|v| id_of(v).to_owned()).collect();
 
     // A fellow student may not delete; those who cannot read the room get NOT_FOUND.
     refused(
@@ -1302,7 +1281,7 @@ async fn sender_instructor_and_admin_delete_leaving_a_tombstone(backend: Backend
     }
     // A student deletes their own.
     let reply = as_client(&srv, &w.b)
-        .delete(&message_path(&id_of(&of_b)))
+        .delete(&message_path(id_of(&of_b)))
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(
@@ -1312,11 +1291,11 @@ async fn sender_instructor_and_admin_delete_leaving_a_tombstone(backend: Backend
 
     // History keeps every message in place; the deleted ones are tombstones.
     let stored = history(&srv, &w.a, &w.r1).await;
-    let stored_ids: Vec<String> = stored.iter().map(id_of).collect();
+    let stored_ids: Vec<String> = stored.iter().map(|v| id_of(v).to_owned()).collect();
     assert_eq!(
         stored_ids,
         [
-            id_of(&of_b),
+            id_of(&of_b).to_owned(),
             ids[3].clone(),
             ids[2].clone(),
             ids[1].clone(),
@@ -1414,7 +1393,7 @@ async fn the_moderation_plugin_rejects_masks_and_flags_on_send_and_edit(backend:
     let clean_id = id_of(&clean);
     let reply = as_client(&srv, &w.a)
         .patch(
-            &message_path(&clean_id),
+            &message_path(clean_id),
             json!({ "content": "now a forbiddenword" }),
         )
         .await;
@@ -1447,7 +1426,7 @@ async fn the_moderation_plugin_rejects_masks_and_flags_on_send_and_edit(backend:
     assert_eq!(b.expect_event("chat:message_updated", WAIT).await, edited);
     let reply = as_client(&srv, &w.a)
         .patch(
-            &message_path(&id_of(&masked)),
+            &message_path(id_of(&masked)),
             json!({ "content": "was that cheating?" }),
         )
         .await;
@@ -1542,7 +1521,7 @@ fn send_concurrently(
             jobs.push(async move {
                 let reply = client.post(&path, body).await;
                 assert_eq!(reply.status, 201, "send: {}", reply.body);
-                id_of(&reply.data())
+                id_of(&reply.data()).to_owned()
             });
         }
     }
@@ -1570,7 +1549,7 @@ async fn history_pages_newest_first_without_skips_or_repeats_under_concurrent_se
     let walked = pages(&srv, &w.a, &w.r1, 7).await.concat();
     let during = during.await.expect("second batch");
     assert_newest_first(&walked);
-    let walked_ids: Vec<String> = walked.iter().map(id_of).collect();
+    let walked_ids: Vec<String> = walked.iter().map(|v| id_of(v).to_owned()).collect();
     assert_eq!(
         set(&walked_ids).len(),
         walked_ids.len(),
@@ -1592,7 +1571,13 @@ async fn history_pages_newest_first_without_skips_or_repeats_under_concurrent_se
     assert_eq!(sizes, [vec![7; 28], vec![4]].concat());
     let everything = walk.concat();
     assert_newest_first(&everything);
-    assert_eq!(set(&everything.iter().map(id_of).collect::<Vec<_>>()), all);
+    assert_eq!(
+        set(&everything
+            .iter()
+            .map(|v| id_of(v).to_owned())
+            .collect::<Vec<_>>()),
+        all
+    );
     // A page that ends exactly at the oldest message says there is no more.
     let walk = pages(&srv, &w.b, &w.r1, 50).await;
     assert_eq!(
@@ -1632,7 +1617,7 @@ async fn history_pages_newest_first_without_skips_or_repeats_under_concurrent_se
 
 /// One message in `room` by `who`; its id.
 async fn note(srv: &TestServer, who: &Account, room: &str, content: &str) -> String {
-    id_of(&posted(srv, who, room, content).await)
+    id_of(&posted(srv, who, room, content).await).to_owned()
 }
 
 async fn search_ranks_matches_within_readable_rooms_and_forgets_deleted_messages(backend: Backend) {
@@ -2128,17 +2113,19 @@ async fn a_burst_of_200_messages_reaches_every_member_exactly_once_and_history(b
         })
     });
     let acks = join_all(sends).await;
-    let acked: HashSet<String> = acks.iter().map(|ack| id_of(&ok(ack)["message"])).collect();
+    let acked: HashSet<String> = acks
+        .iter()
+        .map(|ack| id_of(&ok(ack)["message"]).to_owned())
+        .collect();
     assert_eq!(acked.len(), 200, "every send acked with its own message");
 
     let deliveries = join_all(sockets.iter_mut().map(|socket| async move {
         let mut ids = Vec::new();
         for _ in 0..200 {
-            ids.push(id_of(
-                &socket
-                    .expect_event("chat:new_message", Duration::from_secs(20))
-                    .await,
-            ));
+            let message = socket
+                .expect_event("chat:new_message", Duration::from_secs(20))
+                .await;
+            ids.push(id_of(&message).to_owned());
         }
         socket.expect_no_event("chat:new_message", QUIET).await;
         ids
@@ -2152,7 +2139,13 @@ async fn a_burst_of_200_messages_reaches_every_member_exactly_once_and_history(b
     let stored = history(&srv, &members[2], &room).await;
     assert_eq!(stored.len(), 200);
     assert_newest_first(&stored);
-    assert_eq!(set(&stored.iter().map(id_of).collect::<Vec<_>>()), acked);
+    assert_eq!(
+        set(&stored
+            .iter()
+            .map(|v| id_of(v).to_owned())
+            .collect::<Vec<_>>()),
+        acked
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2248,11 +2241,11 @@ async fn rest_chat_endpoints_answer_the_contract_error_codes(backend: Backend) {
             .await
             .assert_error(401, "UNAUTHORIZED");
         client
-            .patch(&message_path(&id), json!({ "content": "hi" }))
+            .patch(&message_path(id), json!({ "content": "hi" }))
             .await
             .assert_error(401, "UNAUTHORIZED");
         client
-            .delete(&message_path(&id))
+            .delete(&message_path(id))
             .await
             .assert_error(401, "UNAUTHORIZED");
         client
@@ -2297,7 +2290,7 @@ async fn rest_chat_endpoints_answer_the_contract_error_codes(backend: Backend) {
         .await,
         "attachments",
     );
-    assert_field(&a.patch(&message_path(&id), json!({})).await, "content");
+    assert_field(&a.patch(&message_path(id), json!({})).await, "content");
     assert_field(&a.get(&api("/chat/search")).await, "q");
     // The default length limit is 4,000 characters.
     let longest = post_message(&srv, &w.a, &w.r1, json!({ "content": "y".repeat(4000) })).await;
@@ -2309,7 +2302,7 @@ async fn rest_chat_endpoints_answer_the_contract_error_codes(backend: Backend) {
     // A reply within the room is fine and says what it answers.
     let reply = post_message(&srv, &w.b, &w.r1, json!({ "content": "re", "replyTo": id })).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
-    assert_eq!(reply.data()["replyTo"], id.as_str());
+    assert_eq!(reply.data()["replyTo"], id);
 
     // 404: unknown or unparsable rooms and messages, files one may not read.
     for room in [UNKNOWN_ID, "not-a-room"] {
@@ -2347,7 +2340,7 @@ async fn rest_chat_endpoints_answer_the_contract_error_codes(backend: Backend) {
         .assert_error(403, "FORBIDDEN");
 
     // 405 and 413.
-    a.send(a.request(Method::PUT, &message_path(&id)))
+    a.send(a.request(Method::PUT, &message_path(id)))
         .await
         .assert_error(405, "METHOD_NOT_ALLOWED");
     post_message(
@@ -2373,7 +2366,7 @@ const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0
 async fn upload_png(srv: &TestServer, who: &Account, name: &str, course: Option<&Value>) -> Value {
     let mut form = reqwest::multipart::Form::new();
     if let Some(course) = course {
-        form = form.text("courseId", id_of(course));
+        form = form.text("courseId", id_of(course).to_owned());
     }
     let part = reqwest::multipart::Part::bytes(PNG)
         .file_name(name.to_owned())
