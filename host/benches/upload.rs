@@ -7,9 +7,8 @@
 //! Fails only when an upload is refused or the server's sha256 is not that of the bytes sent.
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -17,17 +16,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail, ensure};
-use axum::body::Bytes;
-use serde_json::{Value, json};
+use anyhow::{Context, ensure};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// The binary of the profile being built: `target/release/lyceum` under `cargo bench`.
-const BIN: &str = env!("CARGO_BIN_EXE_lyceum");
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::{
+    BIN, MIB, RemoveDirOnDrop, body_chunks, mp4_chunks, register_student, reset_peak_rss, serve_in,
+    vm_kib,
+};
+
 const RUNS: usize = 3;
-const MIB: u64 = 1024 * 1024;
-/// The start of a real MP4 (an `ftyp` box), which the file-validation plugin sniffs for.
-const MP4_HEADER: &[u8] = b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -49,12 +50,21 @@ async fn main() -> anyhow::Result<()> {
     println!("directory:  {} ({})", dir.display(), filesystem_of(&dir));
     println!("size:       {mib} MiB per run, {RUNS} runs of each\n");
 
-    let (server, addr) = serve_in(&dir, size)?;
+    // Only a size above the defaults (2 GiB per video, 5 GiB per user) raises the caps.
+    let caps = if size > 2 * 1024 * MIB {
+        vec![
+            ("LYCEUM_UPLOAD_MAX_VIDEOS", size.to_string()),
+            ("LYCEUM_UPLOAD_USER_QUOTA", (2 * size).to_string()),
+        ]
+    } else {
+        Vec::new()
+    };
+    let (server, addr) = serve_in(&dir, &caps)?;
     let pid = server.0.id();
     let client = reqwest::Client::new();
-    let token = register(&client, &addr).await?;
+    let token = register_student(&client, &addr, "bench@example.com").await?;
 
-    let (first, chunk) = chunks();
+    let (first, chunk) = mp4_chunks();
     let expected = {
         let mut hasher = Sha256::new();
         for bytes in body_chunks(size, &first, &chunk) {
@@ -242,105 +252,6 @@ impl Stats {
     }
 }
 
-/// The first 1 MiB chunk (an `ftyp` box, then pseudo-random bytes) and the pseudo-random MiB
-/// every later chunk repeats; made once, so the client spends nothing generating data.
-fn chunks() -> (Bytes, Bytes) {
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut chunk = Vec::with_capacity(MIB as usize);
-    while chunk.len() < MIB as usize {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.extend_from_slice(&state.to_le_bytes());
-    }
-    let mut first = chunk.clone();
-    first[..MP4_HEADER.len()].copy_from_slice(MP4_HEADER);
-    (Bytes::from(first), Bytes::from(chunk))
-}
-
-/// A `size`-byte body as 1 MiB chunks sharing the two buffers (no copies).
-fn body_chunks(size: u64, first: &Bytes, chunk: &Bytes) -> impl Iterator<Item = Bytes> + use<> {
-    let (first, chunk) = (first.clone(), chunk.clone());
-    (0..size.div_ceil(MIB)).map(move |i| {
-        let len = (size - i * MIB).min(MIB) as usize;
-        let source = if i == 0 { &first } else { &chunk };
-        source.slice(..len)
-    })
-}
-
-/// `lyceum serve` rooted in `dir` on a free loopback port, and the address it announced.
-fn serve_in(dir: &Path, size: u64) -> anyhow::Result<(KillOnDrop, String)> {
-    let mut command = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("LYCEUM_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .current_dir(dir)
-        .env("LYCEUM_BIND", "127.0.0.1:0")
-        .env("LYCEUM_DATA_DIR", dir.join("data"))
-        .env("LYCEUM_UPLOAD_DIR", dir.join("uploads"))
-        .env("LYCEUM_ARGON2_MEMORY_KIB", "8192")
-        .env("LYCEUM_ARGON2_ITERATIONS", "1")
-        .env("LYCEUM_LOG", "info")
-        .env("NO_COLOR", "1");
-    // Only a size above the defaults (2 GiB per video, 5 GiB per user) raises the caps.
-    if size > 2 * 1024 * MIB {
-        command
-            .env("LYCEUM_UPLOAD_MAX_VIDEOS", size.to_string())
-            .env("LYCEUM_UPLOAD_USER_QUOTA", (2 * size).to_string());
-    }
-    let mut child = command
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {BIN}"))?;
-    let stdout = child.stdout.take().context("server stdout")?;
-    let server = KillOnDrop(child);
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    // Reads the log to its end, so the server never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("lyceum listening")
-                && let Some(addr) = line
-                    .split("addr=")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-            {
-                let _ = addr_tx.send(addr.to_owned());
-            }
-        }
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(60))
-        .context("the server did not announce its address within 60 s")?;
-    Ok((server, addr))
-}
-
-async fn register(client: &reqwest::Client, addr: &str) -> anyhow::Result<String> {
-    let reply = client
-        .post(format!("http://{addr}/api/v1/auth/register"))
-        .json(&json!({
-            "email": "bench@example.com",
-            "password": "correct horse battery",
-            "name": "Bench",
-            "role": "student",
-        }))
-        .send()
-        .await?;
-    let status = reply.status();
-    let body: Value = reply.json().await?;
-    if status != 201 {
-        bail!("register: {status} {body}");
-    }
-    Ok(body["data"]["accessToken"]
-        .as_str()
-        .context("accessToken")?
-        .to_owned())
-}
-
 /// Samples the server's `VmRSS` every 10 ms until stopped; the highest value seen.
 struct RssSampler {
     stop: Arc<AtomicBool>,
@@ -366,25 +277,6 @@ impl RssSampler {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap_or(0)
     }
-}
-
-/// A `Vm*` line of `/proc/<pid>/status`, in KiB.
-fn vm_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|line| {
-        line.strip_prefix(field)?
-            .strip_prefix(':')?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
-/// Lowers the peak RSS (`VmHWM`) to the current RSS (`clear_refs` mode 5, Linux 4.0+).
-fn reset_peak_rss(pid: u32) -> bool {
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
 fn filesystem_of(dir: &Path) -> String {
@@ -427,21 +319,4 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct RemoveDirOnDrop(PathBuf);
-
-impl Drop for RemoveDirOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

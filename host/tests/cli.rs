@@ -3,54 +3,24 @@
 //! leaves the server's memory flat.
 
 use std::{
-    io::{BufRead, BufReader, Write},
-    path::PathBuf,
+    io::Write,
     process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use axum::body::Bytes;
 use sha2::{Digest, Sha256};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lyceum");
+mod support;
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "lyceum-cli-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
-/// A command with a clean `LYCEUM_*` environment rooted in `dir`.
-fn lyceum(dir: &PathBuf) -> Command {
-    let mut command = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("LYCEUM_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .current_dir(dir)
-        .env("LYCEUM_DATA_DIR", dir.join("data"))
-        .env("LYCEUM_ARGON2_MEMORY_KIB", "8192")
-        .env("LYCEUM_ARGON2_ITERATIONS", "1");
-    command
-}
+use support::{
+    BIN, MIB, RemoveDirOnDrop, body_chunks, lyceum, mp4_chunks, register_student, reset_peak_rss,
+    serve_in, temp_dir, vm_kib,
+};
 
 #[test]
 fn an_invalid_value_stops_start_up_naming_the_key() {
-    let dir = temp_dir();
+    let dir = temp_dir("cli");
     let cases = [
         ("LYCEUM_BIND", "not-an-address", "bind"),
         ("LYCEUM_ACCESS_TOKEN_TTL", "0", "access_token_ttl"),
@@ -90,7 +60,7 @@ fn an_invalid_value_stops_start_up_naming_the_key() {
 
 #[test]
 fn config_prints_the_effective_values_with_secrets_masked() {
-    let dir = temp_dir();
+    let dir = temp_dir("cli");
     std::fs::write(
         dir.join("lyceum.toml"),
         "access_token_ttl = \"5m\"\ncors_origins = [\"https://app.example\"]\n",
@@ -151,7 +121,7 @@ fn every_command_has_help() {
 
 #[test]
 fn migrate_creates_the_embedded_database() {
-    let dir = temp_dir();
+    let dir = temp_dir("cli");
     let output = lyceum(&dir).arg("migrate").output().unwrap();
     assert!(
         output.status.success(),
@@ -172,7 +142,7 @@ fn migrate_creates_the_embedded_database() {
 
 #[test]
 fn user_create_refuses_a_bad_role_and_never_takes_a_password_argument() {
-    let dir = temp_dir();
+    let dir = temp_dir("cli");
     let output = lyceum(&dir)
         .args([
             "user",
@@ -205,8 +175,8 @@ fn user_create_refuses_a_bad_role_and_never_takes_a_password_argument() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_created_while_the_server_runs_can_sign_in_and_sigterm_stops_it_cleanly() {
-    let dir = temp_dir();
-    let (server, addr) = serve_in(&dir);
+    let dir = temp_dir("cli");
+    let (server, addr) = serve_in(&dir, &[]).unwrap();
 
     let mut create = lyceum(&dir)
         .args([
@@ -269,37 +239,10 @@ async fn an_admin_created_while_the_server_runs_can_sign_in_and_sigterm_stops_it
     }
 }
 
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Kills the server if the test fails before stopping it, so no process outlives the test.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn processes_starting_together_on_a_fresh_database_all_succeed() {
     // A server and an operator's `user create` on a first run both apply the migrations.
-    let dir = temp_dir();
+    let dir = temp_dir("cli");
     let children: Vec<_> = (0..4)
         .map(|_| {
             lyceum(&dir)
@@ -321,11 +264,6 @@ fn processes_starting_together_on_a_fresh_database_all_succeed() {
 
 // ---- A large upload through the real binary ----
 
-const MIB: u64 = 1024 * 1024;
-
-/// The start of a real MP4 (an `ftyp` box), which the file-validation plugin sniffs for.
-const MP4_HEADER: &[u8] = b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_1_gib_upload_keeps_the_server_memory_flat() {
     const SIZE: u64 = 1024 * MIB;
@@ -333,19 +271,21 @@ async fn a_1_gib_upload_keeps_the_server_memory_flat() {
     const PEAK_LIMIT_KIB: u64 = 200 * 1024;
     const GROWTH_LIMIT_KIB: u64 = 100 * 1024;
 
-    let dir = temp_dir();
+    let dir = temp_dir("cli");
     // Declared before the server so it drops after it: the process is gone before the
     // directory, and the gigabyte in it, is removed, whether the test passes or not.
     let _cleanup = RemoveDirOnDrop(dir.clone());
-    let (server, addr) = serve_in(&dir);
+    let (server, addr) = serve_in(&dir, &[]).unwrap();
     let pid = server.0.id();
     let client = reqwest::Client::new();
-    let token = register_student(&client, &addr).await;
+    let token = register_student(&client, &addr, "uploader@example.com")
+        .await
+        .unwrap();
 
     // Start-up (compiling the plugins) sets its own peak; measure the upload's from here.
     let peak_reset = reset_peak_rss(pid);
-    let rss_before = vm_kib(pid, "VmRSS");
-    let hwm_before = vm_kib(pid, "VmHWM");
+    let rss_before = vm_kib(pid, "VmRSS").expect("VmRSS");
+    let hwm_before = vm_kib(pid, "VmHWM").expect("VmHWM");
 
     let hasher = Arc::new(Mutex::new(Sha256::new()));
     let started = Instant::now();
@@ -356,8 +296,8 @@ async fn a_1_gib_upload_keeps_the_server_memory_flat() {
     .await
     .expect("the upload finished within 15 minutes");
     let elapsed = started.elapsed();
-    let rss_after = vm_kib(pid, "VmRSS");
-    let hwm_after = vm_kib(pid, "VmHWM");
+    let rss_after = vm_kib(pid, "VmRSS").expect("VmRSS");
+    let hwm_after = vm_kib(pid, "VmHWM").expect("VmHWM");
     let expected = hex::encode(hasher.lock().unwrap().clone().finalize());
 
     println!(
@@ -400,70 +340,6 @@ async fn a_1_gib_upload_keeps_the_server_memory_flat() {
     );
 }
 
-/// Removes a test's directory however the test ends.
-struct RemoveDirOnDrop(PathBuf);
-
-impl Drop for RemoveDirOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `lyceum serve` rooted in `dir` on a free loopback port, and the address it announced.
-fn serve_in(dir: &PathBuf) -> (KillOnDrop, String) {
-    let mut server = lyceum(dir)
-        .env("LYCEUM_BIND", "127.0.0.1:0")
-        .env("LYCEUM_UPLOAD_DIR", dir.join("uploads"))
-        .env("LYCEUM_LOG", "info")
-        .env("NO_COLOR", "1")
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = server.stdout.take().unwrap();
-    let server = KillOnDrop(server);
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    // Reads the log to its end, so the server never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("lyceum listening")
-                && let Some(addr) = line
-                    .split("addr=")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-            {
-                let _ = addr_tx.send(strip_ansi(addr));
-            }
-        }
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server announced its address");
-    (server, addr)
-}
-
-async fn register_student(client: &reqwest::Client, addr: &str) -> String {
-    let reply = client
-        .post(format!("http://{addr}/api/v1/auth/register"))
-        .json(&serde_json::json!({
-            "email": "uploader@example.com",
-            "password": "correct horse battery",
-            "name": "Uploader",
-            "role": "student",
-        }))
-        .send()
-        .await
-        .unwrap();
-    let status = reply.status();
-    let body: serde_json::Value = reply.json().await.unwrap();
-    assert_eq!(status, 201, "register: {body}");
-    body["data"]["accessToken"]
-        .as_str()
-        .expect("accessToken")
-        .to_owned()
-}
-
 /// `POST /api/v1/files/upload` of `body` as `lecture.mp4` into `videos`.
 async fn upload_mp4(
     client: &reqwest::Client,
@@ -495,20 +371,8 @@ async fn upload_mp4(
 /// A `size`-byte MP4 made on the fly in 1 MiB chunks (an `ftyp` box, then one pseudo-random
 /// MiB over and over), so only a chunk exists at a time. `hasher` sees every byte sent.
 fn mp4_body(size: u64, hasher: Arc<Mutex<Sha256>>) -> reqwest::Body {
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut chunk = Vec::with_capacity(MIB as usize);
-    while chunk.len() < MIB as usize {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.extend_from_slice(&state.to_le_bytes());
-    }
-    let mut first = chunk.clone();
-    first[..MP4_HEADER.len()].copy_from_slice(MP4_HEADER);
-    let (first, chunk) = (Bytes::from(first), Bytes::from(chunk));
-    let chunks = (0..size.div_ceil(MIB)).map(move |i| {
-        let len = (size - i * MIB).min(MIB) as usize;
-        let bytes = if i == 0 { &first } else { &chunk }.slice(..len);
+    let (first, chunk) = mp4_chunks();
+    let chunks = body_chunks(size, &first, &chunk).map(move |bytes| {
         hasher.lock().unwrap().update(&bytes);
         Ok::<_, std::io::Error>(bytes)
     });
@@ -528,26 +392,4 @@ fn sha256_of_file(path: &std::path::Path) -> String {
         hasher.update(&buffer[..read]);
     }
     hex::encode(hasher.finalize())
-}
-
-/// A `Vm*` line of `/proc/<pid>/status`, in KiB.
-fn vm_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(field)?
-                .strip_prefix(':')?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
-/// Lowers the peak RSS (`VmHWM`) to the current RSS (`clear_refs` mode 5, Linux 4.0+).
-fn reset_peak_rss(pid: u32) -> bool {
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
