@@ -101,16 +101,6 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     ));
     let policy = Arc::new(load_policy(&config)?);
     let links = Arc::new(FileLinks::new(&secret, config.signed_url_ttl));
-    let chat = Arc::new(ChatService::new(
-        store.clone(),
-        policy.clone(),
-        links.clone(),
-        ChatLimits {
-            max_chars: config.chat_max_message_chars,
-            rate_per_second: config.chat_rate_per_second,
-            burst: config.chat_rate_burst,
-        },
-    ));
     let blobs = storage::LocalDisk::open(&config.upload_dir)
         .await
         .with_context(|| {
@@ -123,7 +113,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         store.clone(),
         Arc::new(blobs),
         policy.clone(),
-        links.clone(),
+        links,
         FileLimits {
             documents: config.upload_max_documents,
             images: config.upload_max_images,
@@ -133,9 +123,19 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         },
     ));
     files
-        .recover()
+        .sweep_interrupted()
         .await
         .context("removing the leftovers of interrupted uploads")?;
+    let chat = Arc::new(ChatService::new(
+        store.clone(),
+        policy.clone(),
+        files.clone(),
+        ChatLimits {
+            max_chars: config.chat_max_message_chars,
+            rate_per_second: config.chat_rate_per_second,
+            burst: config.chat_rate_burst,
+        },
+    ));
     let courses = Arc::new(CourseService::new(store.clone()));
     let sessions = Arc::new(SessionService::new(store.clone()));
     let ice = Arc::new(IceService::new(
@@ -175,6 +175,14 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .with_state(gateway_state.clone())
         .build_layer();
     let mut tasks = gateway::attach(&io, &gateway_state);
+    tasks.push(tokio::spawn({
+        let files = files.clone();
+        async move {
+            if let Err(error) = files.remove_orphans().await {
+                tracing::warn!(%error, "could not look for stored bytes without a row");
+            }
+        }
+    }));
     let resumable = Arc::new(ResumableUploads::default());
     tasks.push(tokio::spawn({
         let resumable = resumable.clone();

@@ -328,9 +328,7 @@ pub async fn serve_upload(
     let folder = Folder::parse(&folder).ok_or_else(not_found)?;
     let file = state.files.by_name(folder, &filename).await?;
     match actor {
-        Some(actor) => {
-            state.files.readable(&actor, file.id).await?;
-        }
+        Some(actor) => state.files.check_readable(&actor, &file).await?,
         None => {
             let expires = signed
                 .expires

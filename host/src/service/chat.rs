@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use super::{
     Actor,
     access::CourseAccess,
-    files::{AttachmentView, FileLinks, may_read},
+    files::{AttachmentView, FileService},
     paging::PageRequest,
     policy,
 };
@@ -92,7 +92,8 @@ pub struct ChatService {
     store: Arc<dyn Store>,
     access: CourseAccess,
     policy: Arc<PolicyEngine>,
-    links: Arc<FileLinks>,
+    /// Who may attach which file, and how attachments look.
+    files: Arc<FileService>,
     buckets: TokenBuckets,
     limits: ChatLimits,
     broadcast: std::sync::RwLock<Option<Arc<dyn ChatBroadcast>>>,
@@ -102,14 +103,14 @@ impl ChatService {
     pub fn new(
         store: Arc<dyn Store>,
         policy: Arc<PolicyEngine>,
-        links: Arc<FileLinks>,
+        files: Arc<FileService>,
         limits: ChatLimits,
     ) -> Self {
         ChatService {
             access: CourseAccess::new(store.clone()),
             store,
             policy,
-            links,
+            files,
             buckets: TokenBuckets::new(limits.rate_per_second, limits.burst),
             limits,
             broadcast: std::sync::RwLock::new(None),
@@ -390,19 +391,12 @@ impl ChatService {
     }
 
     async fn readable_file(&self, actor: &Actor, id: FileId) -> AppResult<()> {
-        let not_found = || AppError::NotFound(format!("attachment {id} not found"));
-        let file = self.store.file(id).await?.ok_or_else(not_found)?;
-        let member = match file.course_id {
-            Some(course) => match self.access.course(course).await {
-                Ok(course) => self.access.is_member(actor, &course).await?,
-                Err(_) => false,
-            },
-            None => false,
-        };
-        if may_read(actor, &file, member) {
-            Ok(())
-        } else {
-            Err(not_found())
+        match self.files.readable(actor, id).await {
+            Ok(_) => Ok(()),
+            Err(AppError::NotFound(_)) => {
+                Err(AppError::NotFound(format!("attachment {id} not found")))
+            }
+            Err(other) => Err(other),
         }
     }
 
@@ -459,7 +453,7 @@ impl ChatService {
                 attachments: attachments
                     .iter()
                     .filter(|a| a.message_id == m.id)
-                    .map(|a| self.links.attachment(a))
+                    .map(|a| self.files.links().attachment(a))
                     .collect(),
                 id: m.id,
                 room_id: m.room_id,

@@ -4,7 +4,7 @@
 //! commits only after the bytes are published) and disappear row first, so a reader can
 //! never find a row without bytes. Bytes without a row — a crash between publishing and
 //! committing, or between deleting the row and the bytes — are invisible and are removed by
-//! [`FileService::recover`] at start-up.
+//! [`FileService::remove_orphans`] after start-up.
 
 pub mod links;
 pub mod names;
@@ -121,14 +121,12 @@ impl FileService {
     /// files cannot be probed.
     pub async fn readable(&self, actor: &Actor, id: FileId) -> AppResult<FileRecord> {
         let file = self.store.file(id).await?.ok_or_else(not_found)?;
-        if self.may_read(actor, &file).await? {
-            Ok(file)
-        } else {
-            Err(not_found())
-        }
+        self.check_readable(actor, &file).await?;
+        Ok(file)
     }
 
-    async fn may_read(&self, actor: &Actor, file: &FileRecord) -> AppResult<bool> {
+    /// NOT_FOUND unless the actor may read `file`.
+    pub async fn check_readable(&self, actor: &Actor, file: &FileRecord) -> AppResult<()> {
         let member = match file.course_id {
             Some(course) if !actor.is_admin() && file.owner_id != actor.id => {
                 match self.store.course(course).await? {
@@ -138,7 +136,11 @@ impl FileService {
             }
             _ => false,
         };
-        Ok(may_read(actor, file, member))
+        if may_read(actor, file, member) {
+            Ok(())
+        } else {
+            Err(not_found())
+        }
     }
 
     /// The file published as `<folder>/<filename>`.
@@ -190,12 +192,21 @@ impl FileService {
         Ok(())
     }
 
-    /// Start-up housekeeping: removes uploads a crash interrupted, and bytes whose row never
-    /// committed (or was deleted) once they are older than [`ORPHAN_AGE`] — younger ones may
-    /// belong to another process sharing the folder that is about to commit. Stored names
-    /// start with the file id, so the check is one look-up per batch of files.
-    pub async fn recover(&self) -> anyhow::Result<()> {
+    /// Removes the uploads a crash interrupted. Runs before the server accepts uploads:
+    /// afterwards it would remove the ones in progress.
+    pub async fn sweep_interrupted(&self) -> anyhow::Result<()> {
         let swept = self.blobs.sweep_temp().await?;
+        if swept > 0 {
+            tracing::info!(swept, "removed uploads a crash interrupted");
+        }
+        Ok(())
+    }
+
+    /// Removes bytes whose row never committed (or was deleted) once they are older than
+    /// [`ORPHAN_AGE`] — younger ones may belong to another process sharing the folder that is
+    /// about to commit. Stored names start with the file id, so the check is one look-up per
+    /// batch of files. It reads every stored name, so it runs beside the server, not before it.
+    pub async fn remove_orphans(&self) -> anyhow::Result<()> {
         let now = std::time::SystemTime::now();
         let old_enough: Vec<BlobEntry> = self
             .blobs
@@ -229,12 +240,8 @@ impl FileService {
                 }
             }
         }
-        if swept + orphans > 0 {
-            tracing::info!(
-                interrupted_uploads = swept,
-                orphaned_files = orphans,
-                "removed leftovers of an earlier run"
-            );
+        if orphans > 0 {
+            tracing::info!(orphans, "removed stored bytes without a file row");
         }
         Ok(())
     }
