@@ -61,6 +61,7 @@ pub const KEYS: &[&str] = &[
     "signal_rate_per_second",
     "signal_rate_burst",
     "socket_send_buffer",
+    "presence_batch_interval",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -143,6 +144,10 @@ pub struct Config {
     pub signal_rate_burst: u32,
     /// Packets waiting to be written to one socket before further sends to it fail.
     pub socket_send_buffer: usize,
+    /// Longest a change of who is online waits before its room hears of it; the changes of
+    /// that time go out as one diff per room.
+    #[serde(with = "duration")]
+    pub presence_batch_interval: Duration,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -192,6 +197,7 @@ impl Default for Config {
             signal_rate_per_second: 50.0,
             signal_rate_burst: 200,
             socket_send_buffer: 1024,
+            presence_batch_interval: Duration::from_millis(200),
         }
     }
 }
@@ -333,6 +339,14 @@ impl Config {
         }
         if self.signal_rate_burst == 0 {
             return Err(ConfigError::key("signal_rate_burst", "must be at least 1"));
+        }
+        if self.presence_batch_interval.is_zero()
+            || self.presence_batch_interval > Duration::from_secs(1)
+        {
+            return Err(ConfigError::key(
+                "presence_batch_interval",
+                "must be longer than zero and at most 1s (the contract's bound)",
+            ));
         }
         if self.socket_send_buffer < 16 {
             return Err(ConfigError::key(

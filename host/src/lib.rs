@@ -150,7 +150,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         store: store.clone(),
         chat: chat.clone(),
         courses: courses.clone(),
-        presence: Arc::default(),
+        presence: Arc::new(gateway::presence::Presence::new(
+            config.presence_batch_interval,
+        )),
         sessions: sessions.clone(),
         signaling: Arc::new(SignalingService::new(
             store.clone(),

@@ -2,7 +2,7 @@
 //! same one REST uses) and answers through the acknowledgement; a bad payload is answered
 //! with an error ack and leaves the socket connected.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use socketioxide::{
     SocketIo,
@@ -14,7 +14,7 @@ use super::{
     GatewayState, SocketUser, ack, payload, presence::OnlineUser, respond, span, user_of, user_room,
 };
 use crate::{
-    domain::{MessageId, RoomId},
+    domain::{CourseId, MessageId, RoomId, UserId},
     error::AppError,
     service::chat::{ChatBroadcast, EditInput, SendInput},
 };
@@ -82,58 +82,67 @@ struct MessageRef {
     message_id: MessageId,
 }
 
-async fn announce_online(io: &SocketIo, state: &GatewayState, room: RoomId) {
-    let users: Vec<OnlineUser> = state.presence.users(room);
-    let payload = json!({ "roomId": room, "users": users });
-    if let Err(error) = io
-        .to(room_key(room))
-        .emit("chat:online_users", &payload)
-        .await
-    {
-        tracing::warn!(%error, "online users broadcast failed");
-    }
+/// The acknowledgements that carry a room's list, written straight from the list (no
+/// intermediate JSON tree: in a big room it is the one large thing a join builds).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinAck<'a> {
+    ok: bool,
+    room_id: RoomId,
+    online_users: &'a [OnlineUser],
 }
 
+#[derive(Serialize)]
+struct UsersAck<'a> {
+    ok: bool,
+    users: &'a [OnlineUser],
+}
+
+/// Checks that the socket's user may read the room named in the payload.
+async fn readable_room(
+    state: &GatewayState,
+    user: &SocketUser,
+    data: Result<Value, socketioxide::ParserError>,
+) -> Result<(RoomId, CourseId), AppError> {
+    let RoomRef { room_id } = payload(data)?;
+    let (_, course) = state.chat.room_access(&user.actor, room_id).await?;
+    Ok((room_id, course.id))
+}
+
+/// Joins the room and acknowledges with its whole list; from then on the socket hears the
+/// room's `chat:presence_diff`s, none of them computed before this list.
 async fn join_room(
     socket: SocketRef,
-    io: SocketIo,
     TryData(data): TryData<Value>,
     ack_sender: AckSender,
     State(state): State<GatewayState>,
 ) {
     let user = user_of(&socket);
-    let result = async {
-        let RoomRef { room_id } = payload(data)?;
-        let (_, course) = state.chat.room_access(&user.actor, room_id).await?;
-        socket.join(room_key(room_id));
-        let changed = state.presence.join(
-            room_id,
-            course.id,
-            user.actor.id,
-            &user.name,
-            &socket.id.to_string(),
-        );
-        Ok::<_, AppError>((room_id, changed))
+    let span = span(&socket, &user, "chat:join_room");
+    async {
+        let (room, course) = match readable_room(&state, &user, data).await {
+            Ok(found) => found,
+            Err(error) => return ack(ack_sender, Err(error)),
+        };
+        let deliver = |online: Vec<OnlineUser>| {
+            socket.join(room_key(room));
+            let _ = ack_sender.send(&JoinAck {
+                ok: true,
+                room_id: room,
+                online_users: &online,
+            });
+        };
+        state
+            .presence
+            .join(room, course, user.actor.id, &user.name, socket.id, deliver)
+            .await;
     }
-    .instrument(span(&socket, &user, "chat:join_room"))
+    .instrument(span)
     .await;
-    match result {
-        Ok((room, changed)) => {
-            ack(
-                ack_sender,
-                Ok(json!({ "roomId": room, "onlineUsers": state.presence.users(room) })),
-            );
-            if changed {
-                announce_online(&io, &state, room).await;
-            }
-        }
-        Err(error) => ack(ack_sender, Err(error)),
-    }
 }
 
 async fn leave_room(
     socket: SocketRef,
-    io: SocketIo,
     TryData(data): TryData<Value>,
     ack_sender: AckSender,
     State(state): State<GatewayState>,
@@ -144,13 +153,8 @@ async fn leave_room(
         Err(error) => return ack(ack_sender, Err(error)),
     };
     socket.leave(room_key(room));
-    let changed = state
-        .presence
-        .leave(room, user.actor.id, &socket.id.to_string());
+    state.presence.leave(room, user.actor.id, socket.id);
     ack(ack_sender, Ok(json!({})));
-    if changed {
-        announce_online(&io, &state, room).await;
-    }
 }
 
 async fn send_message(
@@ -187,7 +191,7 @@ async fn typing(
     let socket = &socket;
     respond(socket, "chat:typing", ack_sender, |user| async move {
         let p: TypingPayload = payload(data)?;
-        if !state.presence.is_in(&socket.id.to_string(), p.room_id) {
+        if !state.presence.is_in(socket.id, p.room_id) {
             return Err(AppError::Forbidden(
                 "join the room before sending typing notices".into(),
             ));
@@ -254,59 +258,52 @@ async fn online_users(
     ack_sender: AckSender,
     State(state): State<GatewayState>,
 ) {
-    respond(
-        &socket,
-        "chat:online_users",
-        ack_sender,
-        |user| async move {
-            let RoomRef { room_id } = payload(data)?;
-            state.chat.room_access(&user.actor, room_id).await?;
-            Ok(json!({ "users": state.presence.users(room_id) }))
-        },
-    )
+    let user = user_of(&socket);
+    let span = span(&socket, &user, "chat:online_users");
+    async {
+        let (room, _) = match readable_room(&state, &user, data).await {
+            Ok(found) => found,
+            Err(error) => return ack(ack_sender, Err(error)),
+        };
+        let deliver = |users: Vec<OnlineUser>| {
+            let _ = ack_sender.send(&UsersAck {
+                ok: true,
+                users: &users,
+            });
+        };
+        state
+            .presence
+            .snapshot(room, user.actor.id, socket.id, deliver)
+            .await;
+    }
+    .instrument(span)
     .await;
 }
 
 /// Takes every socket of `user` (or of everyone) out of the course's rooms, after their
-/// membership ended, and tells the rooms who is still online.
-pub async fn evict(
-    io: &SocketIo,
-    state: &GatewayState,
-    course: crate::domain::CourseId,
-    user: Option<crate::domain::UserId>,
-) {
-    let entries = state.presence.user_sockets_in_course(course, user);
-    let mut changed_rooms = Vec::new();
-    for (room, uid, sockets) in entries {
-        for sid in sockets {
-            if let Some(socket) = sid
-                .parse::<socketioxide::socket::Sid>()
-                .ok()
-                .and_then(|sid| io.get_socket(sid))
-            {
-                socket.leave(room_key(room));
-            }
-            if state.presence.leave(room, uid, &sid) {
-                changed_rooms.push(room);
-            }
+/// membership ended; the rooms hear of it in their next diff.
+pub fn evict(io: &SocketIo, state: &GatewayState, course: CourseId, user: Option<UserId>) {
+    for (room, sid) in state.presence.evict(course, user) {
+        if let Some(socket) = io.get_socket(sid) {
+            socket.leave(room_key(room));
         }
     }
-    changed_rooms.sort();
-    changed_rooms.dedup();
-    for room in changed_rooms {
-        announce_online(io, state, room).await;
+}
+
+/// Sends a room its presence diff.
+pub async fn announce(io: &SocketIo, diff: super::presence::PresenceDiff) {
+    if let Err(error) = io
+        .to(room_key(diff.room_id))
+        .emit("chat:presence_diff", &diff)
+        .await
+    {
+        tracing::warn!(%error, "presence diff broadcast failed");
     }
 }
 
 /// Cleans a disconnected socket out of every room it had joined.
-pub async fn disconnect(io: &SocketIo, state: &GatewayState, socket: &SocketRef) {
-    let Some(user) = socket.extensions.get::<SocketUser>() else {
-        return;
-    };
-    let sid = socket.id.to_string();
-    for room in state.presence.rooms_of(&sid) {
-        if state.presence.leave(room, user.actor.id, &sid) {
-            announce_online(io, state, room).await;
-        }
+pub fn disconnect(state: &GatewayState, socket: &SocketRef) {
+    if let Some(user) = socket.extensions.get::<SocketUser>() {
+        state.presence.disconnect(user.actor.id, socket.id);
     }
 }

@@ -172,11 +172,11 @@ pub fn attach(io: &SocketIo, state: &GatewayState) -> Vec<tokio::task::JoinHandl
         loop {
             match memberships.recv().await {
                 Ok(MembershipEvent::Removed { course, user }) => {
-                    chat::evict(&watch_io, &watch_state, course, Some(user)).await;
+                    chat::evict(&watch_io, &watch_state, course, Some(user));
                     signaling::evict(&watch_io, &watch_state, course, Some(user)).await;
                 }
                 Ok(MembershipEvent::CourseDeleted { course }) => {
-                    chat::evict(&watch_io, &watch_state, course, None).await;
+                    chat::evict(&watch_io, &watch_state, course, None);
                     signaling::evict(&watch_io, &watch_state, course, None).await;
                 }
                 Err(RecvError::Lagged(missed)) => {
@@ -219,7 +219,17 @@ pub fn attach(io: &SocketIo, state: &GatewayState) -> Vec<tokio::task::JoinHandl
             }
         }
     });
-    vec![membership_task, revocation_task, session_task]
+    let presence_io = io.clone();
+    let presence_task = tokio::spawn(state.presence.clone().run(move |diff| {
+        let io = presence_io.clone();
+        async move { chat::announce(&io, diff).await }
+    }));
+    vec![
+        membership_task,
+        revocation_task,
+        session_task,
+        presence_task,
+    ]
 }
 
 async fn authenticate(
@@ -252,9 +262,9 @@ async fn authenticate(
     signaling::register(&socket);
     metrics::gauge!("lyceum_socket_connections").increment(1.0);
     socket.on_disconnect(
-        async |socket: SocketRef, io: SocketIo, State(state): State<GatewayState>| {
+        async |socket: SocketRef, State(state): State<GatewayState>| {
             metrics::gauge!("lyceum_socket_connections").decrement(1.0);
-            chat::disconnect(&io, &state, &socket).await;
+            chat::disconnect(&state, &socket);
             signaling::disconnect(&state, &socket).await;
             tracing::debug!(socket = %socket.id, "socket disconnected");
         },
