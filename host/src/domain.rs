@@ -265,9 +265,12 @@ pub struct FileRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// A chat message as stored, without its attachments.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MessageRecord {
+/// The contract's `message`: one shape from the database row to the JSON a client reads.
+/// The store fills every column; `attachments` come from their own table and are added by
+/// the chat service, which signs their links.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
     pub id: MessageId,
     pub room_id: RoomId,
     pub sender_id: UserId,
@@ -275,10 +278,37 @@ pub struct MessageRecord {
     pub content: String,
     pub client_id: Option<String>,
     pub reply_to: Option<MessageId>,
+    #[sqlx(skip)]
+    pub attachments: Vec<AttachmentView>,
     pub flagged: bool,
     pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// The contract's `file` object.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FileView {
+    pub id: FileId,
+    pub url: String,
+    pub signed_url: String,
+    pub filename: String,
+    pub original_name: String,
+    pub size: u64,
+    pub mimetype: String,
+    pub folder: Folder,
+    pub sha256: String,
+    pub course_id: Option<CourseId>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An attachment as a message carries it: the file, or `{id, deleted: true}`.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[serde(untagged)]
+pub enum AttachmentView {
+    File(FileView),
+    Deleted { id: FileId, deleted: bool },
 }
 
 /// An attachment of a message: the file, or only its id once the file was deleted.

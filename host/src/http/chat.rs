@@ -14,11 +14,11 @@ use utoipa::IntoParams;
 
 use super::extract::{AuthUser, Json, Path, Query};
 use crate::{
-    domain::{MessageId, Page, RoomId},
+    domain::{Message, MessageId, Page, RoomId},
     error::{ApiJson, AppError, AppResult},
     service::{
-        chat::{EditInput, MessageView, SendInput},
-        paging::{DEFAULT_LIMIT, MAX_LIMIT},
+        chat::{EditInput, SendInput},
+        paging,
     },
     state::AppState,
 };
@@ -53,17 +53,6 @@ pub struct SearchParams {
     pub limit: Option<u32>,
 }
 
-fn limit_of(limit: Option<u32>) -> AppResult<u32> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(AppError::validation(
-            "limit",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
-    Ok(limit)
-}
-
 fn parse_id<T: std::str::FromStr>(field: &str, text: &str) -> AppResult<T> {
     text.parse()
         .map_err(|_| AppError::validation(field, format!("{field} is not a valid id")))
@@ -72,19 +61,19 @@ fn parse_id<T: std::str::FromStr>(field: &str, text: &str) -> AppResult<T> {
 /// A room's messages, newest first; deleted ones stay as tombstones.
 #[utoipa::path(get, path = "/api/v1/chat/rooms/{roomId}/messages", tag = "chat", security(("bearer" = [])),
     params(("roomId" = String, Path), HistoryQuery),
-    responses((status = 200, body = Page<MessageView>), (status = 403, description = "FORBIDDEN: not a member"),
+    responses((status = 200, body = Page<Message>), (status = 403, description = "FORBIDDEN: not a member"),
               (status = 404, description = "NOT_FOUND: no such room")))]
 pub async fn history(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
     Path(room): Path<RoomId>,
     Query(query): Query<HistoryQuery>,
-) -> AppResult<ApiJson<Page<MessageView>>> {
+) -> AppResult<ApiJson<Page<Message>>> {
     let before = match query.before.or(query.cursor).filter(|c| !c.is_empty()) {
         Some(text) => Some(parse_id::<MessageId>("before", &text)?),
         None => None,
     };
-    let limit = limit_of(query.limit)?;
+    let limit = paging::limit(query.limit)?;
     state
         .chat
         .history(&actor, room, before, limit)
@@ -96,7 +85,7 @@ pub async fn history(
 /// broadcasts nothing.
 #[utoipa::path(post, path = "/api/v1/chat/rooms/{roomId}/messages", tag = "chat", security(("bearer" = [])),
     params(("roomId" = String, Path)), request_body = SendInput,
-    responses((status = 201, body = MessageView), (status = 200, description = "a resend: the first message", body = MessageView),
+    responses((status = 201, body = Message), (status = 200, description = "a resend: the first message", body = Message),
               (status = 400, description = "VALIDATION_FAILED"), (status = 403, description = "FORBIDDEN"),
               (status = 422, description = "REJECTED_BY_POLICY"), (status = 429, description = "RATE_LIMITED")))]
 pub async fn send(
@@ -117,7 +106,7 @@ pub async fn send(
 /// Edit one's own message (moderated again).
 #[utoipa::path(patch, path = "/api/v1/chat/messages/{id}", tag = "chat", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = EditInput,
-    responses((status = 200, body = MessageView), (status = 403, description = "FORBIDDEN: not the sender"),
+    responses((status = 200, body = Message), (status = 403, description = "FORBIDDEN: not the sender"),
               (status = 404, description = "NOT_FOUND"), (status = 409, description = "CONFLICT: deleted"),
               (status = 422, description = "REJECTED_BY_POLICY")))]
 pub async fn edit(
@@ -125,7 +114,7 @@ pub async fn edit(
     AuthUser(actor): AuthUser,
     Path(id): Path<MessageId>,
     Json(input): Json<EditInput>,
-) -> AppResult<ApiJson<MessageView>> {
+) -> AppResult<ApiJson<Message>> {
     state.chat.edit(&actor, id, input).await.map(ApiJson)
 }
 
@@ -145,12 +134,12 @@ pub async fn remove(
 
 /// Full-text search over the messages the caller may read, best match first.
 #[utoipa::path(get, path = "/api/v1/chat/search", tag = "chat", security(("bearer" = [])), params(SearchParams),
-    responses((status = 200, body = Page<MessageView>), (status = 400, description = "VALIDATION_FAILED: q missing")))]
+    responses((status = 200, body = Page<Message>), (status = 400, description = "VALIDATION_FAILED: q missing")))]
 pub async fn search(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
     Query(params): Query<SearchParams>,
-) -> AppResult<ApiJson<Page<MessageView>>> {
+) -> AppResult<ApiJson<Page<Message>>> {
     let q = params.q.unwrap_or_default();
     let room = match params.room_id.filter(|r| !r.is_empty()) {
         Some(text) => Some(parse_id::<RoomId>("roomId", &text)?),
@@ -164,7 +153,7 @@ pub async fn search(
             .ok_or_else(|| AppError::validation("cursor", "cursor is not valid"))?,
         None => 0,
     };
-    let limit = limit_of(params.limit)?;
+    let limit = paging::limit(params.limit)?;
     state
         .chat
         .search(&actor, &q, room, offset, limit)

@@ -41,7 +41,7 @@ Real-time features use Socket.IO v4 on the same port; see the README for its eve
         service::auth::Session, service::auth::TokenPair,
         service::courses::CreateCourse, service::courses::UpdateCourse, service::courses::EnrollInput,
         service::sessions::CreateSession, service::ice::IceServers, service::ice::IceServer,
-        service::chat::MessageView, service::chat::SendInput, service::chat::EditInput,
+        domain::Message, service::chat::SendInput, service::chat::EditInput,
         service::files::FileView, service::files::AttachmentView, domain::Folder, files::UploadForm,
         ErrorBody, ErrorDetail,
     )),

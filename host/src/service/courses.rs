@@ -51,10 +51,10 @@ pub struct CourseService {
 }
 
 impl CourseService {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, access: CourseAccess) -> Self {
         let (events, _) = broadcast::channel(256);
         CourseService {
-            access: CourseAccess::new(store.clone()),
+            access,
             store,
             events,
         }
@@ -124,15 +124,16 @@ impl CourseService {
             Some(d) => validate::text("description", &d, 0, DESCRIPTION_MAX)?,
             None => course.description,
         };
-        self.store
-            .update_course(id, &title, &description)
-            .await?
-            .ok_or_else(|| AppError::NotFound("course not found".into()))
+        let updated = self.store.update_course(id, &title, &description).await?;
+        self.access.course_changed(id);
+        updated.ok_or_else(|| AppError::NotFound("course not found".into()))
     }
 
     pub async fn delete(&self, actor: &Actor, id: CourseId) -> AppResult<()> {
         self.access.managed_by(actor, id).await?;
-        if !self.store.delete_course(id).await? {
+        let deleted = self.store.delete_course(id).await?;
+        self.access.course_deleted(id);
+        if !deleted {
             return Err(AppError::NotFound("course not found".into()));
         }
         let _ = self
@@ -169,7 +170,9 @@ impl CourseService {
             user_id: user,
             created_at: now(),
         };
-        self.store.insert_enrollment(&enrollment).await?;
+        let inserted = self.store.insert_enrollment(&enrollment).await;
+        self.access.enrollment_changed(id, user);
+        inserted?;
         Ok(enrollment)
     }
 
@@ -198,7 +201,9 @@ impl CourseService {
                 "you may only remove your own enrollment".into(),
             ));
         }
-        if !self.store.delete_enrollment(id, user).await? {
+        let removed = self.store.delete_enrollment(id, user).await?;
+        self.access.enrollment_changed(id, user);
+        if !removed {
             return Err(AppError::NotFound("enrollment not found".into()));
         }
         let _ = self

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod courses;
 pub mod files;
 pub mod ice;
+pub mod memo;
 pub mod paging;
 pub mod policy;
 pub mod sessions;

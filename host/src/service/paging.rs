@@ -32,15 +32,38 @@ pub struct PageRequest {
     pub limit: u32,
 }
 
+/// A list's `limit`: 1 to 100, 50 when absent.
+pub fn limit(limit: Option<u32>) -> AppResult<u32> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(AppError::validation(
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// Cuts rows fetched one past `limit` to a page; when more follow, the cursor is
+/// `cursor_of` the page's last item. Every list pages this way; lists differ only in what
+/// their cursor says (an opaque id, a message id for `before`, a search offset).
+pub fn cut<T>(mut rows: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = if more {
+        rows.last().map(cursor_of)
+    } else {
+        None
+    };
+    Page {
+        items: rows,
+        next_cursor,
+    }
+}
+
 impl PageQuery {
     pub fn parse(&self) -> AppResult<PageRequest> {
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(AppError::validation(
-                "limit",
-                format!("limit must be between 1 and {MAX_LIMIT}"),
-            ));
-        }
+        let limit = limit(self.limit)?;
         let after = match self.cursor.as_deref() {
             None | Some("") => None,
             Some(cursor) => Some(
@@ -69,18 +92,8 @@ impl PageRequest {
     }
 
     /// Cuts the over-fetched rows to a page; `key` gives each item's cursor id.
-    pub fn finish<T>(&self, mut rows: Vec<T>, key: impl Fn(&T) -> Uuid) -> Page<T> {
-        let more = rows.len() > self.limit as usize;
-        rows.truncate(self.limit as usize);
-        let next_cursor = if more {
-            rows.last().map(|r| encode(key(r)))
-        } else {
-            None
-        };
-        Page {
-            items: rows,
-            next_cursor,
-        }
+    pub fn finish<T>(&self, rows: Vec<T>, key: impl Fn(&T) -> Uuid) -> Page<T> {
+        cut(rows, self.limit, |r| encode(key(r)))
     }
 }
 

@@ -39,10 +39,10 @@ pub struct SessionService {
 }
 
 impl SessionService {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, access: CourseAccess) -> Self {
         let (events, _) = broadcast::channel(256);
         SessionService {
-            access: CourseAccess::new(store.clone()),
+            access,
             store,
             events,
         }

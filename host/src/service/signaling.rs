@@ -94,12 +94,13 @@ pub struct SignalingService {
 impl SignalingService {
     pub fn new(
         store: Arc<dyn Store>,
+        access: CourseAccess,
         policy: Arc<PolicyEngine>,
         ice: Arc<IceService>,
         limits: SignalLimits,
     ) -> Self {
         SignalingService {
-            access: CourseAccess::new(store.clone()),
+            access,
             buckets: TokenBuckets::new(limits.rate_per_second, limits.burst),
             store,
             policy,

@@ -207,22 +207,24 @@ pub trait Store: Send + Sync + 'static {
     /// Which course or session a chat room belongs to.
     async fn room_owner(&self, room: RoomId) -> StoreResult<Option<RoomOwner>>;
 
-    /// Stores a message and its attachments in one transaction, unless `(sender, clientId)`
-    /// already names a message: then nothing is written and that message's id is returned.
-    async fn insert_message(&self, message: &NewMessage) -> StoreResult<Inserted>;
-    async fn message(&self, id: MessageId) -> StoreResult<Option<MessageRecord>>;
+    /// Stores a batch of messages and their attachments in one transaction (group commit),
+    /// one outcome per message in order. A message whose `(sender, clientId)` already names a
+    /// message (stored earlier, or earlier in the same batch) writes nothing and reports that
+    /// message's id. All or nothing: on error no message of the batch was stored.
+    async fn insert_messages(&self, batch: &[NewMessage]) -> StoreResult<Vec<Inserted>>;
+    async fn message(&self, id: MessageId) -> StoreResult<Option<Message>>;
     async fn message_by_client_id(
         &self,
         sender: UserId,
         client_id: &str,
-    ) -> StoreResult<Option<MessageRecord>>;
+    ) -> StoreResult<Option<Message>>;
     /// A room's history, newest first, strictly older than `before`.
     async fn messages(
         &self,
         room: RoomId,
         before: After<MessageId>,
         limit: u32,
-    ) -> StoreResult<Vec<MessageRecord>>;
+    ) -> StoreResult<Vec<Message>>;
     /// The attachments of these messages, in their order within each message.
     async fn attachments(&self, messages: &[MessageId]) -> StoreResult<Vec<Attachment>>;
     /// Replaces the content of a message that is not deleted.
@@ -232,12 +234,12 @@ pub trait Store: Send + Sync + 'static {
         content: &str,
         flagged: bool,
         at: DateTime<Utc>,
-    ) -> StoreResult<Option<MessageRecord>>;
+    ) -> StoreResult<Option<Message>>;
     /// Turns a message into a tombstone (content empty, `deletedAt` set, attachments and
     /// search entry gone); false if it was already one.
     async fn delete_message(&self, id: MessageId, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Full-text search, best match first.
-    async fn search_messages(&self, query: &SearchQuery) -> StoreResult<Vec<MessageRecord>>;
+    async fn search_messages(&self, query: &SearchQuery) -> StoreResult<Vec<Message>>;
 
     async fn file(&self, id: FileId) -> StoreResult<Option<FileRecord>>;
     async fn file_by_name(&self, folder: Folder, filename: &str)
@@ -328,6 +330,10 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Sto
     };
     Ok(store)
 }
+
+/// Rows per multi-row INSERT: 8 parameters a message keeps a statement far below either
+/// database's parameter limit.
+pub(crate) const MESSAGE_ROWS_PER_STATEMENT: usize = 256;
 
 /// How long a request waits for a pooled connection before answering UNAVAILABLE.
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);

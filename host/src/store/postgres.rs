@@ -39,9 +39,9 @@ impl PgStore {
 
     /// `tsvector` with a GIN index; `plainto_tsquery` treats the text as plain words, so
     /// the user's input is never tsquery syntax.
-    async fn search(&self, query: &SearchQuery) -> StoreResult<Vec<MessageRecord>> {
+    async fn search(&self, query: &SearchQuery) -> StoreResult<Vec<Message>> {
         let text = query.terms.join(" ");
-        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+        let rows: Vec<Message> = sqlx::query_as(concat!(
             "SELECT m.id, m.room_id, m.sender_id, u.name AS sender_name, m.content, m.client_id,
                     m.reply_to, m.flagged, m.created_at, m.edited_at, m.deleted_at
              FROM chat_messages m JOIN users u ON u.id = m.sender_id
@@ -60,7 +60,7 @@ impl PgStore {
         .bind(i64::from(query.offset))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(MessageRecord::from).collect())
+        Ok(rows)
     }
 
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {

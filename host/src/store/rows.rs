@@ -197,39 +197,6 @@ impl TryFrom<FileRow> for FileRecord {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub struct MessageRow {
-    pub id: MessageId,
-    pub room_id: RoomId,
-    pub sender_id: UserId,
-    pub sender_name: String,
-    pub content: String,
-    pub client_id: Option<String>,
-    pub reply_to: Option<MessageId>,
-    pub flagged: bool,
-    pub created_at: DateTime<Utc>,
-    pub edited_at: Option<DateTime<Utc>>,
-    pub deleted_at: Option<DateTime<Utc>>,
-}
-
-impl From<MessageRow> for MessageRecord {
-    fn from(row: MessageRow) -> Self {
-        MessageRecord {
-            id: row.id,
-            room_id: row.room_id,
-            sender_id: row.sender_id,
-            sender_name: row.sender_name,
-            content: row.content,
-            client_id: row.client_id,
-            reply_to: row.reply_to,
-            flagged: row.flagged,
-            created_at: row.created_at,
-            edited_at: row.edited_at,
-            deleted_at: row.deleted_at,
-        }
-    }
-}
-
 /// One attachment row joined with its file, whose columns are all NULL once it is deleted.
 #[derive(sqlx::FromRow)]
 pub struct AttachmentRow {

@@ -447,61 +447,86 @@ macro_rules! impl_store {
                 Ok(session.map(|(session, course)| RoomOwner::Session { session, course }))
             }
 
-            async fn insert_message(&self, message: &NewMessage) -> StoreResult<Inserted> {
+            async fn insert_messages(&self, batch: &[NewMessage]) -> StoreResult<Vec<Inserted>> {
+                if batch.is_empty() {
+                    return Ok(Vec::new());
+                }
                 let mut tx = self.begin_write().await?;
-                let inserted = sqlx::query(
-                    "INSERT INTO chat_messages
-                       (id, room_id, sender_id, content, client_id, reply_to, flagged, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING",
-                )
-                .bind(message.id)
-                .bind(message.room_id)
-                .bind(message.sender_id)
-                .bind(&message.content)
-                .bind(&message.client_id)
-                .bind(message.reply_to)
-                .bind(message.flagged)
-                .bind(message.created_at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 0 {
+                let mut created = std::collections::HashSet::with_capacity(batch.len());
+                for chunk in batch.chunks($crate::store::MESSAGE_ROWS_PER_STATEMENT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO chat_messages
+                           (id, room_id, sender_id, content, client_id, reply_to, flagged, created_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, m| {
+                        row.push_bind(m.id)
+                            .push_bind(m.room_id)
+                            .push_bind(m.sender_id)
+                            .push_bind(&m.content)
+                            .push_bind(&m.client_id)
+                            .push_bind(m.reply_to)
+                            .push_bind(m.flagged)
+                            .push_bind(m.created_at);
+                    });
+                    // Rows whose (sender, clientId) is taken are skipped, not errors: that is
+                    // how a resend finds its first message without a look-up beforehand.
+                    insert.push(
+                        " ON CONFLICT (sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+                         RETURNING id",
+                    );
+                    let ids: Vec<(MessageId,)> = insert.build_query_as().fetch_all(&mut *tx).await?;
+                    created.extend(ids.into_iter().map(|(id,)| id));
+                }
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for m in batch {
+                    if created.contains(&m.id) {
+                        outcomes.push(Inserted::Created);
+                        continue;
+                    }
+                    // Only resends get here, so this look-up is off the common path.
                     let (existing,): (MessageId,) = sqlx::query_as(
                         "SELECT id FROM chat_messages WHERE sender_id = $1 AND client_id = $2",
                     )
-                    .bind(message.sender_id)
-                    .bind(&message.client_id)
+                    .bind(m.sender_id)
+                    .bind(&m.client_id)
                     .fetch_one(&mut *tx)
                     .await?;
-                    tx.rollback().await?;
-                    return Ok(Inserted::Existing(existing));
+                    outcomes.push(Inserted::Existing(existing));
                 }
-                for (position, file) in message.attachments.iter().enumerate() {
-                    sqlx::query(
-                        "INSERT INTO message_attachments (message_id, file_id, position) VALUES ($1, $2, $3)",
-                    )
-                    .bind(message.id)
-                    .bind(*file)
-                    .bind(position as i32)
-                    .execute(&mut *tx)
-                    .await?;
+                let attachments: Vec<(MessageId, FileId, i32)> = batch
+                    .iter()
+                    .filter(|m| created.contains(&m.id))
+                    .flat_map(|m| {
+                        m.attachments
+                            .iter()
+                            .enumerate()
+                            .map(|(position, file)| (m.id, *file, position as i32))
+                    })
+                    .collect();
+                for chunk in attachments.chunks($crate::store::MESSAGE_ROWS_PER_STATEMENT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO message_attachments (message_id, file_id, position) ",
+                    );
+                    insert.push_values(chunk, |mut row, (message, file, position)| {
+                        row.push_bind(*message).push_bind(*file).push_bind(*position);
+                    });
+                    insert.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
-                Ok(Inserted::Created)
+                Ok(outcomes)
             }
 
-            async fn message(&self, id: MessageId) -> StoreResult<Option<MessageRecord>> {
-                let row: Option<MessageRow> =
+            async fn message(&self, id: MessageId) -> StoreResult<Option<Message>> {
+                let row: Option<Message> =
                     sqlx::query_as(concat!($crate::store::sql::message_select!(), "WHERE m.id = $1"))
                         .bind(id)
                         .fetch_optional(&self.pool)
                         .await?;
-                Ok(row.map(MessageRecord::from))
+                Ok(row)
             }
 
-            async fn message_by_client_id(&self, sender: UserId, client_id: &str) -> StoreResult<Option<MessageRecord>> {
-                let row: Option<MessageRow> = sqlx::query_as(concat!(
+            async fn message_by_client_id(&self, sender: UserId, client_id: &str) -> StoreResult<Option<Message>> {
+                let row: Option<Message> = sqlx::query_as(concat!(
                     $crate::store::sql::message_select!(),
                     "WHERE m.sender_id = $1 AND m.client_id = $2"
                 ))
@@ -509,7 +534,7 @@ macro_rules! impl_store {
                 .bind(client_id)
                 .fetch_optional(&self.pool)
                 .await?;
-                Ok(row.map(MessageRecord::from))
+                Ok(row)
             }
 
             async fn messages(
@@ -517,8 +542,8 @@ macro_rules! impl_store {
                 room: RoomId,
                 before: After<MessageId>,
                 limit: u32,
-            ) -> StoreResult<Vec<MessageRecord>> {
-                let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            ) -> StoreResult<Vec<Message>> {
+                let rows: Vec<Message> = sqlx::query_as(concat!(
                     $crate::store::sql::message_select!(),
                     "WHERE m.room_id = $1 AND ($2 IS NULL OR m.id < $2) ORDER BY m.id DESC LIMIT $3"
                 ))
@@ -527,7 +552,7 @@ macro_rules! impl_store {
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows.into_iter().map(MessageRecord::from).collect())
+                Ok(rows)
             }
 
             async fn attachments(&self, messages: &[MessageId]) -> StoreResult<Vec<Attachment>> {
@@ -555,7 +580,7 @@ macro_rules! impl_store {
                 content: &str,
                 flagged: bool,
                 at: DateTime<Utc>,
-            ) -> StoreResult<Option<MessageRecord>> {
+            ) -> StoreResult<Option<Message>> {
                 let updated = sqlx::query(
                     "UPDATE chat_messages SET content = $2, flagged = $3, edited_at = $4
                      WHERE id = $1 AND deleted_at IS NULL",
@@ -594,7 +619,7 @@ macro_rules! impl_store {
                 Ok(deleted == 1)
             }
 
-            async fn search_messages(&self, query: &SearchQuery) -> StoreResult<Vec<MessageRecord>> {
+            async fn search_messages(&self, query: &SearchQuery) -> StoreResult<Vec<Message>> {
                 if query.terms.is_empty() {
                     return Ok(Vec::new());
                 }

@@ -83,14 +83,14 @@ impl SqliteStore {
 
     /// FTS5 over the external-content index kept by triggers; each term is quoted, so the
     /// user's text is never FTS5 syntax.
-    async fn search(&self, query: &SearchQuery) -> StoreResult<Vec<MessageRecord>> {
+    async fn search(&self, query: &SearchQuery) -> StoreResult<Vec<Message>> {
         let matcher = query
             .terms
             .iter()
             .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
             .collect::<Vec<_>>()
             .join(" ");
-        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+        let rows: Vec<Message> = sqlx::query_as(concat!(
             "SELECT m.id, m.room_id, m.sender_id, u.name AS sender_name, m.content, m.client_id,
                     m.reply_to, m.flagged, m.created_at, m.edited_at, m.deleted_at
              FROM chat_messages_fts
@@ -110,7 +110,7 @@ impl SqliteStore {
         .bind(i64::from(query.offset))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(MessageRecord::from).collect())
+        Ok(rows)
     }
 
     /// A write transaction that takes the database's write lock up front. A deferred

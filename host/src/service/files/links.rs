@@ -8,39 +8,13 @@
 use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use hmac::{Hmac, Mac};
-use serde::Serialize;
 use sha2::Sha256;
-use utoipa::ToSchema;
 
 use super::Actor;
-use crate::domain::{Attachment, CourseId, FileId, FileRecord, Folder};
-
-/// The contract's `file` object.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct FileView {
-    pub id: FileId,
-    pub url: String,
-    pub signed_url: String,
-    pub filename: String,
-    pub original_name: String,
-    pub size: u64,
-    pub mimetype: String,
-    pub folder: Folder,
-    pub sha256: String,
-    pub course_id: Option<CourseId>,
-    pub created_at: DateTime<Utc>,
-}
-
-/// An attachment as a message carries it: the file, or `{id, deleted: true}`.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
-#[serde(untagged)]
-pub enum AttachmentView {
-    File(FileView),
-    Deleted { id: FileId, deleted: bool },
-}
+use crate::domain::{Attachment, FileId, FileRecord};
+pub use crate::domain::{AttachmentView, FileView};
 
 pub struct FileLinks {
     key: Vec<u8>,
@@ -124,7 +98,7 @@ pub fn may_read(actor: &Actor, file: &FileRecord, member_of_course: bool) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::UserId;
+    use crate::domain::{Folder, UserId};
 
     fn file() -> FileRecord {
         FileRecord {

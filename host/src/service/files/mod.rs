@@ -74,13 +74,14 @@ pub struct FileService {
 impl FileService {
     pub fn new(
         store: Arc<dyn Store>,
+        access: CourseAccess,
         blobs: Arc<dyn BlobStore>,
         policy: Arc<PolicyEngine>,
         links: Arc<FileLinks>,
         limits: FileLimits,
     ) -> Self {
         FileService {
-            access: CourseAccess::new(store.clone()),
+            access,
             store,
             blobs,
             policy,

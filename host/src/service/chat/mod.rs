@@ -5,47 +5,34 @@
 //! moderated, stored and broadcast identically. A broadcast happens only after the database
 //! committed the change: nothing a client sees can later vanish.
 
+mod writer;
+
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use lyceum_plugin_runtime::{
     MessageEvent, ModerationDecision, ModerationInput, PolicyContext, PolicyEngine,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+pub use self::writer::WriterLimits;
+use self::writer::{MessageWriter, WriteError};
 use super::{
     Actor,
     access::CourseAccess,
     files::{AttachmentView, FileService},
-    paging::PageRequest,
+    memo::Memo,
+    paging::{self, PageRequest},
     policy,
 };
+pub use crate::domain::Message;
 use crate::{
-    domain::{Course, FileId, MessageId, MessageRecord, Page, RoomId, RoomOwner, UserId, now},
+    domain::{Course, FileId, FileRecord, MessageId, Page, RoomId, RoomOwner, UserId, now},
     error::{AppError, AppResult},
     ratelimit::TokenBuckets,
     store::{Inserted, NewMessage, SearchQuery, Store},
 };
-
-/// The contract's `message` object.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct MessageView {
-    pub id: MessageId,
-    pub room_id: RoomId,
-    pub sender_id: UserId,
-    pub sender_name: String,
-    pub content: String,
-    pub client_id: Option<String>,
-    pub reply_to: Option<MessageId>,
-    pub attachments: Vec<AttachmentView>,
-    pub flagged: bool,
-    pub created_at: DateTime<Utc>,
-    pub edited_at: Option<DateTime<Utc>>,
-    pub deleted_at: Option<DateTime<Utc>>,
-}
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -67,7 +54,7 @@ pub struct EditInput {
 /// The result of a send: the stored message, and whether this call created it.
 #[derive(Debug, Clone)]
 pub struct Sent {
-    pub message: MessageView,
+    pub message: Message,
     pub created: bool,
 }
 
@@ -86,7 +73,14 @@ pub struct ChatLimits {
     pub max_chars: usize,
     pub rate_per_second: f64,
     pub burst: u32,
+    pub writer: WriterLimits,
 }
+
+/// How long a refused send is told to wait when the writer is over capacity.
+const OVERLOAD_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Remembered `(sender, clientId)` pairs of recent sends, so that a resend after a lost
+/// acknowledgement is answered without running moderation (or its rate limits) again.
+const RECENT_SENDS: usize = 20_000;
 
 pub struct ChatService {
     store: Arc<dyn Store>,
@@ -96,25 +90,43 @@ pub struct ChatService {
     files: Arc<FileService>,
     buckets: TokenBuckets,
     limits: ChatLimits,
+    writer: MessageWriter,
+    /// Which course or session each room belongs to; that never changes.
+    rooms: Memo<RoomId, RoomOwner>,
+    /// Senders' names; the contract has no way to change one.
+    names: Memo<UserId, Arc<str>>,
+    recent: Memo<(UserId, Arc<str>), MessageId>,
     broadcast: std::sync::RwLock<Option<Arc<dyn ChatBroadcast>>>,
 }
 
 impl ChatService {
+    /// Starts the message writer, so it must be called within the runtime.
     pub fn new(
         store: Arc<dyn Store>,
+        access: CourseAccess,
         policy: Arc<PolicyEngine>,
         files: Arc<FileService>,
         limits: ChatLimits,
     ) -> Self {
+        let forever = std::time::Duration::from_secs(u64::MAX / 4);
         ChatService {
-            access: CourseAccess::new(store.clone()),
+            access,
+            writer: MessageWriter::start(store.clone(), limits.writer),
             store,
             policy,
             files,
             buckets: TokenBuckets::new(limits.rate_per_second, limits.burst),
             limits,
+            rooms: Memo::new(forever, 100_000),
+            names: Memo::new(forever, 100_000),
+            recent: Memo::new(std::time::Duration::from_secs(600), RECENT_SENDS),
             broadcast: std::sync::RwLock::new(None),
         }
+    }
+
+    /// Messages waiting to be stored now.
+    pub fn write_queue_len(&self) -> usize {
+        self.writer.queued()
     }
 
     /// Connects the gateway once it exists (it is built after the services).
@@ -138,13 +150,40 @@ impl ChatService {
     /// The course a room belongs to, if the actor may read and write in it.
     /// Unknown rooms are NOT_FOUND; rooms of courses the actor is not a member of FORBIDDEN.
     pub async fn room_access(&self, actor: &Actor, room: RoomId) -> AppResult<(RoomOwner, Course)> {
-        let owner = self
+        let room_gone = || AppError::NotFound("room not found".into());
+        let owner = match self.rooms.get(&room) {
+            Some(owner) => owner,
+            None => {
+                let ticket = self.rooms.ticket();
+                let owner = self.store.room_owner(room).await?.ok_or_else(room_gone)?;
+                self.rooms.store(room, owner, ticket);
+                owner
+            }
+        };
+        match self.access.member_of(actor, owner.course_id()).await {
+            Ok(course) => Ok((owner, course)),
+            // The course was deleted, and its rooms with it.
+            Err(AppError::NotFound(_)) => {
+                self.rooms.invalidate(&room);
+                Err(room_gone())
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn sender_name(&self, user: UserId) -> AppResult<Arc<str>> {
+        if let Some(name) = self.names.get(&user) {
+            return Ok(name);
+        }
+        let ticket = self.names.ticket();
+        let user = self
             .store
-            .room_owner(room)
+            .user(user)
             .await?
-            .ok_or_else(|| AppError::NotFound("room not found".into()))?;
-        let course = self.access.member_of(actor, owner.course_id()).await?;
-        Ok((owner, course))
+            .ok_or_else(|| AppError::Unauthorized("the account no longer exists".into()))?;
+        let name: Arc<str> = user.name.into();
+        self.names.store(user.id, name.clone(), ticket);
+        Ok(name)
     }
 
     pub async fn send(&self, actor: &Actor, room: RoomId, input: SendInput) -> AppResult<Sent> {
@@ -173,19 +212,26 @@ impl ChatService {
         }
         let (owner, course) = self.room_access(actor, room).await?;
 
-        // A resend after a lost ack: answer with the first message, change nothing.
-        if let Some(client_id) = &client_id
-            && let Some(existing) = self.store.message_by_client_id(actor.id, client_id).await?
+        // A resend after a lost ack: answer with the first message, change nothing. Recent
+        // sends are remembered here; older ones are found by the insert itself (below).
+        let client_key = client_id
+            .as_deref()
+            .map(|id| (actor.id, Arc::<str>::from(id)));
+        if let Some(key) = &client_key
+            && let Some(first) = self.recent.get(key)
         {
-            return Ok(Sent {
-                message: self.view(existing).await?,
-                created: false,
-            });
+            return self.resent(first).await;
         }
 
-        self.buckets
-            .take(&actor.id.to_string())
-            .map_err(|retry_after| AppError::RateLimited { retry_after })?;
+        if let Err(retry_after) = self.buckets.take(&actor.id.to_string()) {
+            // A resend is answered even when the sender is over its rate.
+            if let Some(client_id) = &client_id
+                && let Some(first) = self.store.message_by_client_id(actor.id, client_id).await?
+            {
+                return self.resent(first.id).await;
+            }
+            return Err(AppError::RateLimited { retry_after });
+        }
 
         if let Some(reply_to) = input.reply_to {
             match self.store.message(reply_to).await? {
@@ -198,13 +244,12 @@ impl ChatService {
                 }
             }
         }
-        let mut unique = Vec::with_capacity(attachments.len());
+        let mut files: Vec<FileRecord> = Vec::with_capacity(attachments.len());
         for file_id in attachments {
-            if unique.contains(&file_id) {
+            if files.iter().any(|f| f.id == file_id) {
                 continue;
             }
-            self.readable_file(actor, file_id).await?;
-            unique.push(file_id);
+            files.push(self.readable_file(actor, file_id).await?);
         }
 
         let ctx = self.context(actor, &course, owner, room);
@@ -214,9 +259,10 @@ impl ChatService {
             event: MessageEvent::Send,
             content: content.clone(),
             reply_to: input.reply_to.map(|r| r.to_string()),
-            attachment_count: unique.len() as u32,
+            attachment_count: files.len() as u32,
         };
         let (content, flagged) = self.moderate(&ctx, &moderation).await?;
+        let sender_name = self.sender_name(actor.id).await?;
 
         let message = NewMessage {
             id: MessageId::new(),
@@ -227,33 +273,67 @@ impl ChatService {
             reply_to: input.reply_to,
             flagged,
             created_at: now(),
-            attachments: unique,
+            attachments: files.iter().map(|f| f.id).collect(),
         };
-        let (id, created) = match self.store.insert_message(&message).await? {
-            Inserted::Created => (message.id, true),
-            Inserted::Existing(id) => (id, false),
-        };
-        let record = self.store.message(id).await?.ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!("message {id} vanished after insert"))
-        })?;
-        let view = self.view(record).await?;
-        if created {
-            metrics::counter!("lyceum_chat_messages_total", "outcome" => if flagged { "flagged" } else { "stored" })
-                .increment(1);
-            self.emit(room, "chat:new_message", json!(view)).await;
+        let outcome = self
+            .writer
+            .write(message.clone())
+            .await
+            .map_err(|error| match error {
+                WriteError::Overloaded => {
+                    metrics::counter!("lyceum_chat_messages_total", "outcome" => "refused")
+                        .increment(1);
+                    AppError::RateLimited {
+                        retry_after: OVERLOAD_RETRY,
+                    }
+                }
+                WriteError::Store(error) => error.into(),
+            })?;
+        if let Inserted::Existing(first) = outcome {
+            return self.resent(first).await;
         }
+        if let Some(key) = client_key {
+            self.recent.store(key, message.id, self.recent.ticket());
+        }
+        // Everything the message shows is known here: no read-back after the commit.
+        let stored = Message {
+            id: message.id,
+            room_id: room,
+            sender_id: actor.id,
+            sender_name: sender_name.to_string(),
+            content: message.content,
+            client_id: message.client_id,
+            reply_to: message.reply_to,
+            attachments: files
+                .iter()
+                .map(|f| AttachmentView::File(self.files.links().view(f)))
+                .collect(),
+            flagged,
+            created_at: message.created_at,
+            edited_at: None,
+            deleted_at: None,
+        };
+        metrics::counter!("lyceum_chat_messages_total", "outcome" => if flagged { "flagged" } else { "stored" })
+            .increment(1);
+        self.emit(room, "chat:new_message", json!(stored)).await;
         Ok(Sent {
-            message: view,
-            created,
+            message: stored,
+            created: true,
         })
     }
 
-    pub async fn edit(
-        &self,
-        actor: &Actor,
-        id: MessageId,
-        input: EditInput,
-    ) -> AppResult<MessageView> {
+    /// The answer to a resend: the first message as it is now.
+    async fn resent(&self, first: MessageId) -> AppResult<Sent> {
+        let message = self.store.message(first).await?.ok_or_else(|| {
+            AppError::internal(anyhow::anyhow!("message {first} vanished after insert"))
+        })?;
+        Ok(Sent {
+            message: self.view(message).await?,
+            created: false,
+        })
+    }
+
+    pub async fn edit(&self, actor: &Actor, id: MessageId, input: EditInput) -> AppResult<Message> {
         let content = validate_content(&input.content, self.limits.max_chars)?;
         let (message, owner, course) = self.readable_message(actor, id).await?;
         if message.sender_id != actor.id {
@@ -310,21 +390,14 @@ impl ChatService {
         room: RoomId,
         before: Option<MessageId>,
         limit: u32,
-    ) -> AppResult<Page<MessageView>> {
+    ) -> AppResult<Page<Message>> {
         self.room_access(actor, room).await?;
         let page = PageRequest { after: None, limit };
         let rows = self.store.messages(room, before, page.fetch()).await?;
-        let more = rows.len() > limit as usize;
-        let mut rows = rows;
-        rows.truncate(limit as usize);
-        let next_cursor = if more {
-            rows.last().map(|m| m.id.to_string())
-        } else {
-            None
-        };
+        let page = paging::cut(rows, limit, |m| m.id.to_string());
         Ok(Page {
-            items: self.views(rows).await?,
-            next_cursor,
+            items: self.views(page.items).await?,
+            next_cursor: page.next_cursor,
         })
     }
 
@@ -336,7 +409,7 @@ impl ChatService {
         room: Option<RoomId>,
         offset: u32,
         limit: u32,
-    ) -> AppResult<Page<MessageView>> {
+    ) -> AppResult<Page<Message>> {
         let text = text.trim();
         if text.is_empty() {
             return Err(AppError::validation("q", "q must not be empty"));
@@ -361,12 +434,10 @@ impl ChatService {
                 limit: limit + 1,
             })
             .await?;
-        let more = rows.len() > limit as usize;
-        let mut rows = rows;
-        rows.truncate(limit as usize);
+        let page = paging::cut(rows, limit, |_| (offset + limit).to_string());
         Ok(Page {
-            items: self.views(rows).await?,
-            next_cursor: more.then(|| (offset + limit).to_string()),
+            items: self.views(page.items).await?,
+            next_cursor: page.next_cursor,
         })
     }
 
@@ -374,7 +445,7 @@ impl ChatService {
         &self,
         actor: &Actor,
         id: MessageId,
-    ) -> AppResult<(MessageRecord, RoomOwner, Course)> {
+    ) -> AppResult<(Message, RoomOwner, Course)> {
         let message = self
             .store
             .message(id)
@@ -390,9 +461,9 @@ impl ChatService {
         }
     }
 
-    async fn readable_file(&self, actor: &Actor, id: FileId) -> AppResult<()> {
+    async fn readable_file(&self, actor: &Actor, id: FileId) -> AppResult<FileRecord> {
         match self.files.readable(actor, id).await {
-            Ok(_) => Ok(()),
+            Ok(file) => Ok(file),
             Err(AppError::NotFound(_)) => {
                 Err(AppError::NotFound(format!("attachment {id} not found")))
             }
@@ -440,34 +511,22 @@ impl ChatService {
         }
     }
 
-    async fn view(&self, record: MessageRecord) -> AppResult<MessageView> {
-        Ok(self.views(vec![record]).await?.remove(0))
+    async fn view(&self, message: Message) -> AppResult<Message> {
+        Ok(self.views(vec![message]).await?.remove(0))
     }
 
-    async fn views(&self, records: Vec<MessageRecord>) -> AppResult<Vec<MessageView>> {
-        let ids: Vec<MessageId> = records.iter().map(|m| m.id).collect();
+    /// Adds the attachments (with freshly signed links) to messages read from the store.
+    async fn views(&self, mut messages: Vec<Message>) -> AppResult<Vec<Message>> {
+        let ids: Vec<MessageId> = messages.iter().map(|m| m.id).collect();
         let attachments = self.store.attachments(&ids).await?;
-        Ok(records
-            .into_iter()
-            .map(|m| MessageView {
-                attachments: attachments
-                    .iter()
-                    .filter(|a| a.message_id == m.id)
-                    .map(|a| self.files.links().attachment(a))
-                    .collect(),
-                id: m.id,
-                room_id: m.room_id,
-                sender_id: m.sender_id,
-                sender_name: m.sender_name,
-                content: m.content,
-                client_id: m.client_id,
-                reply_to: m.reply_to,
-                flagged: m.flagged,
-                created_at: m.created_at,
-                edited_at: m.edited_at,
-                deleted_at: m.deleted_at,
-            })
-            .collect())
+        for message in &mut messages {
+            message.attachments = attachments
+                .iter()
+                .filter(|a| a.message_id == message.id)
+                .map(|a| self.files.links().attachment(a))
+                .collect();
+        }
+        Ok(messages)
     }
 }
 
