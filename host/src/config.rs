@@ -42,6 +42,10 @@ pub const KEYS: &[&str] = &[
     "argon2_memory_kib",
     "argon2_iterations",
     "chat_max_message_chars",
+    "chat_write_queue",
+    "chat_write_batch",
+    "chat_write_max_wait",
+    "membership_cache_ttl",
     "upload_max_documents",
     "upload_max_images",
     "upload_max_videos",
@@ -101,6 +105,17 @@ pub struct Config {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub chat_max_message_chars: usize,
+    /// Chat messages waiting to be stored before further sends are refused (`RATE_LIMITED`).
+    pub chat_write_queue: usize,
+    /// Most chat messages stored in one transaction.
+    pub chat_write_batch: usize,
+    /// Longest a chat message waits to be stored before it is refused instead.
+    #[serde(with = "duration")]
+    pub chat_write_max_wait: Duration,
+    /// How long this node trusts its memory of courses and enrollments (changes made through
+    /// this node are seen at once; this bounds how long changes made elsewhere go unseen).
+    #[serde(with = "duration")]
+    pub membership_cache_ttl: Duration,
     #[serde(with = "size")]
     pub upload_max_documents: u64,
     #[serde(with = "size")]
@@ -178,6 +193,10 @@ impl Default for Config {
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
             chat_max_message_chars: 4000,
+            chat_write_queue: 4096,
+            chat_write_batch: 512,
+            chat_write_max_wait: Duration::from_millis(500),
+            membership_cache_ttl: Duration::from_secs(10),
             upload_max_documents: 50 * MIB,
             upload_max_images: 20 * MIB,
             upload_max_videos: 2 * 1024 * MIB,
@@ -367,6 +386,21 @@ impl Config {
                     "must be at least 256 bytes and at most max_json_body",
                 ));
             }
+        }
+        if self.chat_write_queue == 0 {
+            return Err(ConfigError::key("chat_write_queue", "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&self.chat_write_batch) {
+            return Err(ConfigError::key(
+                "chat_write_batch",
+                "must be between 1 and 10000",
+            ));
+        }
+        if self.chat_write_max_wait.is_zero() {
+            return Err(ConfigError::key(
+                "chat_write_max_wait",
+                "must be longer than zero",
+            ));
         }
         if self.chat_max_message_chars == 0 {
             return Err(ConfigError::key(

@@ -44,8 +44,9 @@ use crate::{
     ratelimit::MemoryRateLimiter,
     security::{jwt::JwtKeys, password::PasswordHasher},
     service::{
+        access::{AccessMemo, CourseAccess},
         auth::{AuthService, LoginThrottle},
-        chat::{ChatLimits, ChatService},
+        chat::{ChatLimits, ChatService, WriterLimits},
         courses::CourseService,
         files::{FileLimits, FileLinks, FileService, resumable::ResumableUploads},
         ice::IceService,
@@ -109,8 +110,18 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
                 config.upload_dir.display()
             )
         })?;
+    // One memory of courses and enrollments for every service, so that a change made
+    // through one is seen by all.
+    let access = CourseAccess::new(
+        store.clone(),
+        AccessMemo {
+            ttl: config.membership_cache_ttl,
+            capacity: 200_000,
+        },
+    );
     let files = Arc::new(FileService::new(
         store.clone(),
+        access.clone(),
         Arc::new(blobs),
         policy.clone(),
         links,
@@ -128,16 +139,22 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .context("removing the leftovers of interrupted uploads")?;
     let chat = Arc::new(ChatService::new(
         store.clone(),
+        access.clone(),
         policy.clone(),
         files.clone(),
         ChatLimits {
             max_chars: config.chat_max_message_chars,
             rate_per_second: config.chat_rate_per_second,
             burst: config.chat_rate_burst,
+            writer: WriterLimits {
+                queue: config.chat_write_queue,
+                batch: config.chat_write_batch,
+                max_wait: config.chat_write_max_wait,
+            },
         },
     ));
-    let courses = Arc::new(CourseService::new(store.clone()));
-    let sessions = Arc::new(SessionService::new(store.clone()));
+    let courses = Arc::new(CourseService::new(store.clone(), access.clone()));
+    let sessions = Arc::new(SessionService::new(store.clone(), access.clone()));
     let ice = Arc::new(IceService::new(
         config.stun_urls.clone(),
         config.turn_urls.clone(),
@@ -156,6 +173,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         sessions: sessions.clone(),
         signaling: Arc::new(SignalingService::new(
             store.clone(),
+            access.clone(),
             policy.clone(),
             ice.clone(),
             SignalLimits {

@@ -49,6 +49,9 @@ backend_tests!(
     attachments_carry_the_file_until_it_is_deleted_and_then_say_so,
 );
 
+#[path = "chat/capacity.rs"]
+mod capacity;
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
