@@ -30,6 +30,8 @@ backend_tests!(
     a_sessions_side_chat_is_a_room_of_its_own_for_the_course_members,
     typing_reaches_the_others_but_never_the_sender_or_its_other_tabs,
     presence_counts_a_user_once_across_tabs_until_the_last_tab_goes,
+    presence_diffs_are_net_per_batch_and_never_contradict_an_ack,
+    a_burst_of_20_joins_reaches_the_room_as_a_few_diffs,
     a_resend_with_the_same_client_id_returns_the_first_message_and_broadcasts_nothing,
     client_ids_are_required_on_the_socket_optional_over_rest_and_at_most_64_characters,
     content_must_be_non_blank_and_within_the_configured_length,
@@ -412,25 +414,51 @@ fn ids_of(accounts: &[&Account]) -> Vec<String> {
     ids
 }
 
-/// The users of the next `chat:online_users`, which must be about `room`.
-async fn next_online(socket: &mut SocketClient, room: &str) -> Vec<String> {
-    let update = socket.expect_event("chat:online_users", WAIT).await;
-    assert_keys(&update, &["roomId", "users"]);
-    assert_eq!(update["roomId"], room, "{update}");
-    user_ids(&update["users"])
+/// A presence diff as its sorted `(joins, leaves)` user ids, after checking its shape.
+type Diff = (Vec<String>, Vec<String>);
+
+#[track_caller]
+fn diff_of(diff: &Value) -> Diff {
+    assert_keys(diff, &["joins", "leaves", "roomId"]);
+    let mut leaves: Vec<String> = diff["leaves"]
+        .as_array()
+        .unwrap_or_else(|| panic!("leaves is not a list: {diff}"))
+        .iter()
+        .map(|u| {
+            assert_keys(u, &["userId"]);
+            u["userId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    leaves.sort();
+    (user_ids(&diff["joins"]), leaves)
 }
 
-/// The next `n` `chat:online_users` updates, by room (the last one of each room).
-async fn online_updates(socket: &mut SocketClient, n: usize) -> HashMap<String, Vec<String>> {
+/// The next `chat:presence_diff`, which must be about `room`.
+async fn next_diff(socket: &mut SocketClient, room: &str) -> Diff {
+    let diff = socket.expect_event("chat:presence_diff", WAIT).await;
+    assert_eq!(diff["roomId"], room, "{diff}");
+    diff_of(&diff)
+}
+
+/// The next `n` presence diffs, which must be about `n` different rooms, by room.
+async fn diffs_by_room(socket: &mut SocketClient, n: usize) -> HashMap<String, Diff> {
     let mut rooms = HashMap::new();
     for _ in 0..n {
-        let update = socket.expect_event("chat:online_users", WAIT).await;
-        rooms.insert(
-            update["roomId"].as_str().expect("roomId").to_owned(),
-            user_ids(&update["users"]),
-        );
+        let diff = socket.expect_event("chat:presence_diff", WAIT).await;
+        let room = diff["roomId"].as_str().expect("roomId").to_owned();
+        let previous = rooms.insert(room, diff_of(&diff));
+        assert!(previous.is_none(), "two diffs for one room: {diff}");
     }
     rooms
+}
+
+/// A server whose rooms hear of presence changes within `interval`.
+async fn presence_server(backend: Backend, interval: Duration) -> TestServer {
+    TestServer::start_with(backend, |config| {
+        small_pool(backend, config);
+        config.presence_batch_interval = interval;
+    })
+    .await
 }
 
 async fn new_session(srv: &TestServer, teacher: &Account, course: &Value) -> Value {
@@ -563,7 +591,7 @@ async fn outsiders_can_neither_join_nor_send_nor_read_and_admins_can(backend: Ba
     let w = world(&srv).await;
     let mut a = connect(&srv, &w.a).await;
     join(&a, &w.r1).await;
-    a.expect_event("chat:online_users", WAIT).await;
+    assert_eq!(next_diff(&mut a, &w.r1).await, (ids_of(&[&w.a]), vec![]));
 
     // C (a student of course 2) and T2 (course 2's instructor) are outsiders to room 1.
     for outsider in [&w.c, &w.t2] {
@@ -641,7 +669,7 @@ async fn outsiders_can_neither_join_nor_send_nor_read_and_admins_can(backend: Ba
     let mut root = connect(&srv, &admin).await;
     let ack = join(&root, &w.r1).await;
     assert_eq!(user_ids(&ack["onlineUsers"]), ids_of(&[&w.a, &admin]));
-    assert_eq!(next_online(&mut a, &w.r1).await, ids_of(&[&w.a, &admin]));
+    assert_eq!(next_diff(&mut a, &w.r1).await, (ids_of(&[&admin]), vec![]));
     let said = say(&root, &w.r1, "an announcement").await;
     assert_message(&said, &w.r1, &admin, "an announcement");
     assert_eq!(a.expect_event("chat:new_message", WAIT).await, said);
@@ -766,16 +794,21 @@ async fn typing_reaches_the_others_but_never_the_sender_or_its_other_tabs(backen
 }
 
 async fn presence_counts_a_user_once_across_tabs_until_the_last_tab_goes(backend: Backend) {
-    let srv = start(backend).await;
+    let srv = presence_server(backend, Duration::from_millis(50)).await;
     let w = world(&srv).await;
     let (a, b) = (&w.a, &w.b);
     let mut watcher = connect(&srv, b).await;
     let ack = join(&watcher, &w.r1).await;
     assert_keys(&ack, &["ok", "onlineUsers", "roomId"]);
     assert_eq!(user_ids(&ack["onlineUsers"]), ids_of(&[b]));
-    assert_eq!(next_online(&mut watcher, &w.r1).await, ids_of(&[b]));
+    // The joiner hears of its own join too: a repeat of its ack.
+    assert_eq!(next_diff(&mut watcher, &w.r1).await, (ids_of(&[b]), vec![]));
+    // C is in room 2 only: nothing that happens in room 1 reaches it (checked at the end).
+    let mut c = connect(&srv, &w.c).await;
+    join(&c, &w.r2).await;
+    assert_eq!(next_diff(&mut c, &w.r2).await, (ids_of(&[&w.c]), vec![]));
 
-    // A's first tab: A comes online, with its name.
+    // A's first tab: A comes online, with its name, in the ack and in the room's diff.
     let mut tab1 = connect(&srv, a).await;
     let ack = join(&tab1, &w.r1).await;
     assert_eq!(user_ids(&ack["onlineUsers"]), ids_of(&[a, b]));
@@ -786,14 +819,18 @@ async fn presence_counts_a_user_once_across_tabs_until_the_last_tab_goes(backend
             .contains(&json!({ "userId": a.id, "name": a.name })),
         "{ack}"
     );
-    assert_eq!(next_online(&mut watcher, &w.r1).await, ids_of(&[a, b]));
-    assert_eq!(next_online(&mut tab1, &w.r1).await, ids_of(&[a, b]));
+    let diff = watcher.expect_event("chat:presence_diff", WAIT).await;
+    assert_eq!(
+        diff,
+        json!({ "roomId": w.r1, "joins": [{ "userId": a.id, "name": a.name }], "leaves": [] })
+    );
+    assert_eq!(tab1.expect_event("chat:presence_diff", WAIT).await, diff);
 
     // A second tab changes nothing: A counts once, and nobody is told anything.
     let mut tab2 = connect(&srv, a).await;
     let ack = join(&tab2, &w.r1).await;
     assert_eq!(user_ids(&ack["onlineUsers"]), ids_of(&[a, b]));
-    watcher.expect_no_event("chat:online_users", QUIET).await;
+    watcher.expect_no_event("chat:presence_diff", QUIET).await;
 
     // The first tab leaves: A is still online through the second.
     assert_eq!(
@@ -801,7 +838,7 @@ async fn presence_counts_a_user_once_across_tabs_until_the_last_tab_goes(backend
             .await,
         json!({ "ok": true })
     );
-    watcher.expect_no_event("chat:online_users", QUIET).await;
+    watcher.expect_no_event("chat:presence_diff", QUIET).await;
     let users = watcher
         .emit_ack("chat:online_users", json!({ "roomId": w.r1 }))
         .await;
@@ -814,11 +851,11 @@ async fn presence_counts_a_user_once_across_tabs_until_the_last_tab_goes(backend
     ok(&tab1
         .emit_ack("chat:leave_room", json!({ "roomId": w.r1 }))
         .await);
-    watcher.expect_no_event("chat:online_users", QUIET).await;
+    watcher.expect_no_event("chat:presence_diff", QUIET).await;
 
     // The last tab disconnects (the client's Socket.IO disconnect): A goes offline.
     tab2.send_raw("41");
-    assert_eq!(next_online(&mut watcher, &w.r1).await, ids_of(&[b]));
+    assert_eq!(next_diff(&mut watcher, &w.r1).await, (vec![], ids_of(&[a])));
     let users = watcher
         .emit_ack("chat:online_users", json!({ "roomId": w.r1 }))
         .await;
@@ -828,17 +865,143 @@ async fn presence_counts_a_user_once_across_tabs_until_the_last_tab_goes(backend
     // too: A stays online, and goes offline once the other leaves.
     let tab3 = connect(&srv, a).await;
     join(&tab3, &w.r1).await;
-    assert_eq!(next_online(&mut watcher, &w.r1).await, ids_of(&[a, b]));
+    assert_eq!(next_diff(&mut watcher, &w.r1).await, (ids_of(&[a]), vec![]));
     let tab4 = connect(&srv, a).await;
     join(&tab4, &w.r1).await;
-    watcher.expect_no_event("chat:online_users", QUIET).await;
+    watcher.expect_no_event("chat:presence_diff", QUIET).await;
     tab3.send_raw("1");
     assert!(tab3.closed_within(WAIT).await, "the closed tab stays open");
-    watcher.expect_no_event("chat:online_users", QUIET).await;
+    watcher.expect_no_event("chat:presence_diff", QUIET).await;
     ok(&tab4
         .emit_ack("chat:leave_room", json!({ "roomId": w.r1 }))
         .await);
-    assert_eq!(next_online(&mut watcher, &w.r1).await, ids_of(&[b]));
+    assert_eq!(next_diff(&mut watcher, &w.r1).await, (vec![], ids_of(&[a])));
+    // Room 1's diffs never reached room 2.
+    c.expect_no_event("chat:presence_diff", QUIET).await;
+    // Nor was the whole list ever broadcast again (contract v1.1).
+    watcher.expect_no_event("chat:online_users", QUIET).await;
+}
+
+async fn presence_diffs_are_net_per_batch_and_never_contradict_an_ack(backend: Backend) {
+    // The longest batch the contract allows, so that each step below fits in one.
+    let srv = presence_server(backend, Duration::from_secs(1)).await;
+    let w = world(&srv).await;
+    let mut watcher = connect(&srv, &w.b).await;
+    join(&watcher, &w.r1).await;
+    assert_eq!(
+        next_diff(&mut watcher, &w.r1).await,
+        (ids_of(&[&w.b]), vec![])
+    );
+
+    // A comes and goes within one batch: the room hears nothing at all.
+    let tab = connect(&srv, &w.a).await;
+    join(&tab, &w.r1).await;
+    ok(&tab
+        .emit_ack("chat:leave_room", json!({ "roomId": w.r1 }))
+        .await);
+    watcher
+        .expect_no_event("chat:presence_diff", Duration::from_millis(1500))
+        .await;
+
+    // The same, but the teacher joins in between and its ack lists A: the room must then be
+    // told that A left, or the teacher would show A online for good. The watcher, who never
+    // listed A, gets a leave of someone it does not list, which changes nothing for it.
+    join(&tab, &w.r1).await;
+    let mut teacher = connect(&srv, &w.t1).await;
+    let ack = join(&teacher, &w.r1).await;
+    assert_eq!(user_ids(&ack["onlineUsers"]), ids_of(&[&w.a, &w.b, &w.t1]));
+    ok(&tab
+        .emit_ack("chat:leave_room", json!({ "roomId": w.r1 }))
+        .await);
+    let expected = (ids_of(&[&w.t1]), ids_of(&[&w.a]));
+    assert_eq!(next_diff(&mut teacher, &w.r1).await, expected);
+    assert_eq!(next_diff(&mut watcher, &w.r1).await, expected);
+
+    // Leaving and coming back within a batch is no news either, unless someone listed the
+    // user in between: the watcher's question comes while A is away, so the room is told A
+    // is back.
+    join(&tab, &w.r1).await;
+    assert_eq!(
+        next_diff(&mut watcher, &w.r1).await,
+        (ids_of(&[&w.a]), vec![])
+    );
+    assert_eq!(
+        next_diff(&mut teacher, &w.r1).await,
+        (ids_of(&[&w.a]), vec![])
+    );
+    ok(&tab
+        .emit_ack("chat:leave_room", json!({ "roomId": w.r1 }))
+        .await);
+    join(&tab, &w.r1).await;
+    watcher
+        .expect_no_event("chat:presence_diff", Duration::from_millis(1500))
+        .await;
+    ok(&tab
+        .emit_ack("chat:leave_room", json!({ "roomId": w.r1 }))
+        .await);
+    let users = watcher
+        .emit_ack("chat:online_users", json!({ "roomId": w.r1 }))
+        .await;
+    assert_eq!(user_ids(&ok(&users)["users"]), ids_of(&[&w.b, &w.t1]));
+    join(&tab, &w.r1).await;
+    assert_eq!(
+        next_diff(&mut watcher, &w.r1).await,
+        (ids_of(&[&w.a]), vec![])
+    );
+    assert_eq!(
+        next_diff(&mut teacher, &w.r1).await,
+        (ids_of(&[&w.a]), vec![])
+    );
+}
+
+async fn a_burst_of_20_joins_reaches_the_room_as_a_few_diffs(backend: Backend) {
+    let srv = presence_server(backend, Duration::from_millis(500)).await;
+    let (teacher, course) = srv.course().await;
+    let room = room_of(&course);
+    let students = join_all((0..20).map(|_| async {
+        let student = srv.register("student").await;
+        srv.enroll(&student, &course).await;
+        student
+    }))
+    .await;
+    let mut watcher = connect(&srv, &teacher).await;
+    join(&watcher, &room).await;
+    assert_eq!(
+        next_diff(&mut watcher, &room).await,
+        (ids_of(&[&teacher]), vec![])
+    );
+
+    let sockets = join_all(students.iter().map(|s| connect(&srv, s))).await;
+    join_all(sockets.iter().map(|s| join(s, &room))).await;
+    let mut joined = Vec::new();
+    let mut diffs = 0;
+    while joined.len() < students.len() {
+        let diff = watcher.expect_event("chat:presence_diff", WAIT).await;
+        assert_eq!(diff["roomId"], room.as_str(), "{diff}");
+        let (joins, leaves) = diff_of(&diff);
+        assert!(leaves.is_empty(), "{diff}");
+        for entry in diff["joins"].as_array().unwrap() {
+            let student = students
+                .iter()
+                .find(|s| entry["userId"] == s.id.as_str())
+                .unwrap_or_else(|| panic!("{entry} is none of the joiners"));
+            assert_eq!(entry["name"], student.name.as_str());
+        }
+        joined.extend(joins);
+        diffs += 1;
+    }
+    // Joins within one interval share a diff; a burst may straddle a batch boundary or two.
+    assert!(diffs <= 3, "20 joins came as {diffs} diffs");
+    joined.sort();
+    assert_eq!(joined, ids_of(&students.iter().collect::<Vec<_>>()));
+    watcher.expect_no_event("chat:presence_diff", QUIET).await;
+
+    // A later joiner's ack holds the whole room, in one list.
+    let late = connect(&srv, &teacher).await;
+    let ack = join(&late, &room).await;
+    let mut everyone: Vec<&Account> = students.iter().collect();
+    everyone.push(&teacher);
+    assert_eq!(user_ids(&ack["onlineUsers"]), ids_of(&everyone));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2163,13 +2326,18 @@ async fn removing_an_enrollment_cuts_chat_access_at_once(backend: Backend) {
     join(&a1, &w.r1).await;
     join(&a1, &side).await;
     join(&a2, &w.r1).await;
-    // B joins last, so each of its first updates already lists A.
+    let own = diffs_by_room(&mut a1, 2).await;
+    assert_eq!(own[&w.r1], (ids_of(&[&w.a]), vec![]));
+    assert_eq!(own[&side], (ids_of(&[&w.a]), vec![]));
+    // B joins once A's joins are out, so its first diffs are its own joins.
     let mut b = connect(&srv, &w.b).await;
-    join(&b, &w.r1).await;
-    join(&b, &side).await;
-    let joined = online_updates(&mut b, 2).await;
-    assert_eq!(joined[&w.r1], ids_of(&[&w.a, &w.b]));
-    assert_eq!(joined[&side], ids_of(&[&w.a, &w.b]));
+    for room in [&w.r1, &side] {
+        let ack = join(&b, room).await;
+        assert_eq!(user_ids(&ack["onlineUsers"]), ids_of(&[&w.a, &w.b]));
+    }
+    let joined = diffs_by_room(&mut b, 2).await;
+    assert_eq!(joined[&w.r1], (ids_of(&[&w.b]), vec![]));
+    assert_eq!(joined[&side], (ids_of(&[&w.b]), vec![]));
 
     let reply = as_client(&srv, &w.t1)
         .delete(&api(&format!(
@@ -2200,9 +2368,9 @@ async fn removing_an_enrollment_cuts_chat_access_at_once(backend: Backend) {
         .assert_error(403, "FORBIDDEN");
 
     // The rooms are told A left, and A's tabs are out of them.
-    let left = online_updates(&mut b, 2).await;
-    assert_eq!(left[&w.r1], ids_of(&[&w.b]));
-    assert_eq!(left[&side], ids_of(&[&w.b]));
+    let left = diffs_by_room(&mut b, 2).await;
+    assert_eq!(left[&w.r1], (vec![], ids_of(&[&w.a])));
+    assert_eq!(left[&side], (vec![], ids_of(&[&w.a])));
     let in_room = say(&b, &w.r1, "A is gone").await;
     let in_side = say(&b, &side, "gone here too").await;
     assert_eq!(b.expect_event("chat:new_message", WAIT).await, in_room);
