@@ -12,7 +12,7 @@
 // argument. Exits 0 when every check passes; otherwise prints the failing step to stderr
 // and exits 1. A global timeout makes sure it never hangs.
 //
-// Run by tests/tests/chat_js.rs (`cargo test -p lyceum-tests --test chat_js`) after
+// Run by tests/tests/js_clients.rs (`cargo test -p lyceum-tests --test js_clients`) after
 // `npm ci --prefix tests/js`.
 
 import assert from "node:assert/strict";
@@ -109,6 +109,34 @@ function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/**
+ * Who a socket shows online in `roomId`, as a frontend keeps it (contract v1.1): the join
+ * ack's whole list, then every `chat:presence_diff` applied as set operations.
+ */
+function presence(joinAck, recorder, roomId) {
+  const online = new Map(joinAck.onlineUsers.map((u) => [u.userId, u.name]));
+  for (const { data } of recorder.matching("chat:presence_diff", (d) => d?.roomId === roomId)) {
+    assert.ok(Array.isArray(data.joins) && Array.isArray(data.leaves), `diff shape: ${JSON.stringify(data)}`);
+    for (const u of data.joins) online.set(u.userId, u.name);
+    for (const u of data.leaves) online.delete(u.userId);
+  }
+  return online;
+}
+
+/** Waits (up to the step timeout) until the socket's view of the room lists exactly `ids`. */
+async function presenceBecomes(joinAck, recorder, roomId, ids, what) {
+  const want = [...ids].sort();
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  for (;;) {
+    const have = [...presence(joinAck, recorder, roomId).keys()].sort();
+    if (JSON.stringify(have) === JSON.stringify(want)) return;
+    if (Date.now() > deadline) {
+      throw new Error(`${what}: shows ${JSON.stringify(have)} online, expected ${JSON.stringify(want)}`);
+    }
+    await sleep(20);
+  }
+}
+
 /** Connects and resolves with the socket, or rejects with the connect_error. */
 function connect(url, token, options = {}) {
   const socket = io(url, {
@@ -201,15 +229,28 @@ async function main() {
   const joinA = expectOk(await emitAck(a.socket, "chat:join_room", { roomId }), "alice joins");
   assert.equal(joinA.roomId, roomId);
   assert.ok(Array.isArray(joinA.onlineUsers), "onlineUsers is a list");
-  expectOk(await emitAck(b.socket, "chat:join_room", { roomId }), "bob joins");
+  assert.ok(joinA.onlineUsers.some((u) => u.userId === alice.id), "alice's ack lists alice");
+  const joinB = expectOk(await emitAck(b.socket, "chat:join_room", { roomId }), "bob joins");
   const joinB2 = expectOk(await emitAck(b2.socket, "chat:join_room", { roomId }), "bob's tab joins");
   const online = joinB2.onlineUsers.map((u) => u.userId).sort();
   assert.deepEqual(online, [alice.id, bob.id].sort(), "each user online once, however many tabs");
-  await a.recorder.waitFor(
-    "chat:online_users",
-    (d) => d?.roomId === roomId && d.users?.some((u) => u.userId === bob.id),
-    "chat:online_users listing bob",
+  ok(step);
+
+  begin("the room learns who joined as chat:presence_diff, never as the whole list");
+  const bobJoined = await a.recorder.waitFor(
+    "chat:presence_diff",
+    (d) => d?.roomId === roomId && d.joins?.some((u) => u.userId === bob.id),
+    "chat:presence_diff with bob's join",
   );
+  assert.deepEqual(
+    bobJoined.joins.find((u) => u.userId === bob.id),
+    { userId: bob.id, name: bob.name },
+    "a join names the user",
+  );
+  await presenceBecomes(joinA, a.recorder, roomId, [alice.id, bob.id], "alice's view");
+  await presenceBecomes(joinB, b.recorder, roomId, [alice.id, bob.id], "bob's view");
+  const users = expectOk(await emitAck(a.socket, "chat:online_users", { roomId }), "online users").users;
+  assert.deepEqual(users.map((u) => u.userId).sort(), [alice.id, bob.id].sort());
   ok(step);
 
   if (input.outsider?.token) {
@@ -310,8 +351,18 @@ async function main() {
   await a.recorder.waitFor("chat:message_deleted", (d) => d?.messageId === message.id, "chat:message_deleted to alice");
   ok(step);
 
-  begin("leaving and disconnecting");
+  begin("bob stays online until his last tab goes, then the room hears he left");
   expectOk(await emitAck(b2.socket, "chat:leave_room", { roomId }), "bob's tab leaves");
+  await sleep(QUIET_MS);
+  await presenceBecomes(joinA, a.recorder, roomId, [alice.id, bob.id], "alice's view after one tab left");
+  b.socket.disconnect();
+  await a.recorder.waitFor(
+    "chat:presence_diff",
+    (d) => d?.roomId === roomId && d.leaves?.some((u) => u.userId === bob.id),
+    "chat:presence_diff with bob's leave",
+  );
+  await presenceBecomes(joinA, a.recorder, roomId, [alice.id], "alice's view after bob left");
+  assert.equal(a.recorder.matching("chat:online_users").length, 0, "the whole list was broadcast (removed in v1.1)");
   for (const socket of sockets) socket.disconnect();
   ok(step);
 }
