@@ -266,11 +266,15 @@ fn start(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let threads = common.client_threads.unwrap_or(cores).max(1);
 
-    let wanted_fds = cli.scenario.sockets() + 1024;
+    // Each socket is a descriptor in both processes; the rest (pools, files, epoll) is a
+    // few dozen.
+    let wanted_fds = cli.scenario.sockets() + 256;
     let fds = server::raise_nofile(wanted_fds);
     if fds < wanted_fds {
         warnings.push(format!(
-            "the descriptor limit is {fds}, fewer than the {wanted_fds} this run may need"
+            "the descriptor limit is {fds} (raising the hard limit needs CAP_SYS_RESOURCE): \
+             sockets beyond about {} may fail with \"Too many open files\"",
+            fds.saturating_sub(64)
         ));
     }
 

@@ -257,32 +257,17 @@ pub async fn drive(
                 wake = Some(plan.ack_deadline);
             } else {
                 wake = Some(match plan.load {
-                    Load::Rate { interval } => due(s, &plan, interval),
+                    // Waking at the end at the latest stops a sender with a long interval on time.
+                    Load::Rate { interval } => due(s, &plan, interval).min(plan.end),
                     Load::Closed { .. } if now < plan.start => plan.start,
                     Load::Closed { .. } => plan.end,
                 });
             }
         }
+        // Stop first, then sends that are due (a busy receiver must not delay them), then frames.
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            frame = conn.next_text() => {
-                let text = match frame {
-                    Ok(Some(text)) => text,
-                    Ok(None) => {
-                        out.failure = Some("closed by the server".into());
-                        break;
-                    }
-                    Err(e) => {
-                        out.failure = Some(format!("{e:#}"));
-                        break;
-                    }
-                };
-                if let Err(e) = receive(&mut conn, &text, sending.as_mut(), &traffic, &shared, &mut out).await {
-                    out.failure = Some(format!("{e:#}"));
-                    break;
-                }
-            }
             _ = tokio::time::sleep_until(wake.unwrap_or(plan.ack_deadline)), if wake.is_some() => {
                 if let (Some(s), Load::Rate { interval }) = (sending.as_mut(), plan.load) {
                     while !s.stopped {
@@ -301,6 +286,23 @@ pub async fn drive(
                             s.stopped = true;
                         }
                     }
+                }
+            }
+            frame = conn.next_text() => {
+                let text = match frame {
+                    Ok(Some(text)) => text,
+                    Ok(None) => {
+                        out.failure = Some("closed by the server".into());
+                        break;
+                    }
+                    Err(e) => {
+                        out.failure = Some(format!("{e:#}"));
+                        break;
+                    }
+                };
+                if let Err(e) = receive(&mut conn, &text, sending.as_mut(), &traffic, &shared, &mut out).await {
+                    out.failure = Some(format!("{e:#}"));
+                    break;
                 }
             }
         }

@@ -67,6 +67,10 @@ struct Held {
     failed: Option<(&'static str, String)>,
     /// Why it closed during the hold.
     dropped: Option<String>,
+    /// Events the server pushed after the join (presence updates of later joins), and
+    /// their bytes: what idle sockets cost the server besides their memory.
+    events: u64,
+    event_bytes: u64,
 }
 
 pub async fn idle(env: &mut Env, args: &IdleArgs) -> anyhow::Result<(Figures, serde_json::Value)> {
@@ -112,10 +116,7 @@ pub async fn idle(env: &mut Env, args: &IdleArgs) -> anyhow::Result<(Figures, se
                 match opened {
                     Ok((_, conn)) => {
                         latency.record(started.elapsed().as_nanos() as u64);
-                        Held {
-                            failed: None,
-                            dropped: hold(conn, stop).await,
-                        }
+                        hold(conn, stop).await
                     }
                     Err(e) => {
                         let text = format!("{e:#}");
@@ -128,7 +129,7 @@ pub async fn idle(env: &mut Env, args: &IdleArgs) -> anyhow::Result<(Figures, se
                         };
                         Held {
                             failed: Some((stage, text)),
-                            dropped: None,
+                            ..Held::default()
                         }
                     }
                 }
@@ -153,8 +154,11 @@ pub async fn idle(env: &mut Env, args: &IdleArgs) -> anyhow::Result<(Figures, se
     let mut failed: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut examples: BTreeMap<String, u64> = BTreeMap::new();
     let mut dropped = 0u64;
+    let (mut events, mut event_bytes) = (0u64, 0u64);
     for task in tasks {
         let h = task.await?;
+        events += h.events;
+        event_bytes += h.event_bytes;
         if let Some((stage, text)) = h.failed {
             *failed.entry(stage).or_default() += 1;
             *examples.entry(text).or_default() += 1;
@@ -207,6 +211,11 @@ pub async fn idle(env: &mut Env, args: &IdleArgs) -> anyhow::Result<(Figures, se
         "server_rss_peak_mib",
         mib(connect.server_rss_peak_kib.max(held.server_rss_peak_kib)),
     );
+    f.set("events_per_socket", ratio(events as f64, connected as f64));
+    f.set(
+        "event_kib_per_socket",
+        ratio(event_bytes as f64 / 1024.0, connected as f64),
+    );
     f.set("hold_s", held.wall_s);
     f.set(
         "server_cpu_hold_pct",
@@ -230,8 +239,9 @@ pub async fn idle(env: &mut Env, args: &IdleArgs) -> anyhow::Result<(Figures, se
     Ok((f, setup))
 }
 
-/// Holds a joined socket open, answering pings, until `stop`; why it closed if it did first.
-async fn hold(mut conn: Conn, mut stop: watch::Receiver<bool>) -> Option<String> {
+/// Holds a joined socket open, answering pings and counting events, until `stop`.
+async fn hold(mut conn: Conn, mut stop: watch::Receiver<bool>) -> Held {
+    let mut held = Held::default();
     loop {
         tokio::select! {
             biased;
@@ -240,19 +250,31 @@ async fn hold(mut conn: Conn, mut stop: watch::Receiver<bool>) -> Option<String>
                 Ok(Some(text)) => match protocol::parse(&text) {
                     Packet::Ping => {
                         if let Err(e) = conn.send(protocol::PONG.to_owned()).await {
-                            return Some(format!("{e:#}"));
+                            held.dropped = Some(format!("{e:#}"));
+                            return held;
                         }
                     }
                     Packet::Disconnect | Packet::Close => {
-                        return Some("disconnected by the server".into());
+                        held.dropped = Some("disconnected by the server".into());
+                        return held;
+                    }
+                    Packet::Event { .. } => {
+                        held.events += 1;
+                        held.event_bytes += text.len() as u64;
                     }
                     _ => {}
                 },
-                Ok(None) => return Some("closed by the server".into()),
-                Err(e) => return Some(format!("{e:#}")),
+                Ok(None) => {
+                    held.dropped = Some("closed by the server".into());
+                    return held;
+                }
+                Err(e) => {
+                    held.dropped = Some(format!("{e:#}"));
+                    return held;
+                }
             }
         }
     }
     conn.close().await;
-    None
+    held
 }
