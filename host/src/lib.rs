@@ -192,6 +192,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         // Long-polling is capped by max_payload; WebSocket messages by these two.
         .ws_max_message_size(usize::try_from(config.max_json_body).unwrap_or(usize::MAX))
         .ws_max_frame_size(usize::try_from(config.max_json_body).unwrap_or(usize::MAX))
+        .ws_read_buffer_size(gateway::WS_READ_BUFFER)
         .with_state(gateway_state.clone())
         .build_layer();
     let mut tasks = gateway::attach(&io, &gateway_state);
@@ -232,7 +233,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         io,
         metrics: telemetry::metrics_handle(),
     };
-    let router = http::router(state.clone()).layer(socket_layer);
+    let router = http::router(state.clone())
+        .layer(socket_layer)
+        .layer(axum::middleware::map_request(gateway::detach_request_head));
     Ok(App {
         router,
         state,
@@ -256,6 +259,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    match gateway::raise_open_files_limit() {
+        Ok(files) => tracing::debug!(files, "open files limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
+    }
     let io: SocketIo = app.state.io.clone();
     let grace = app.state.config.shutdown_grace;
     let router = app.router.clone();

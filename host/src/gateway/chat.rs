@@ -24,16 +24,6 @@ pub fn room_key(room: RoomId) -> String {
     format!("room:{room}")
 }
 
-pub fn register(socket: &SocketRef) {
-    socket.on("chat:join_room", join_room);
-    socket.on("chat:leave_room", leave_room);
-    socket.on("chat:send_message", send_message);
-    socket.on("chat:typing", typing);
-    socket.on("chat:edit_message", edit_message);
-    socket.on("chat:delete_message", delete_message);
-    socket.on("chat:online_users", online_users);
-}
-
 /// Broadcasts chat changes to the room's sockets.
 pub struct SocketBroadcast(pub SocketIo);
 
@@ -111,7 +101,7 @@ async fn readable_room(
 
 /// Joins the room and acknowledges with its whole list; from then on the socket hears the
 /// room's `chat:presence_diff`s, none of them computed before this list.
-async fn join_room(
+pub(super) async fn join_room(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack_sender: AckSender,
@@ -141,7 +131,7 @@ async fn join_room(
     .await;
 }
 
-async fn leave_room(
+pub(super) async fn leave_room(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack_sender: AckSender,
@@ -157,7 +147,7 @@ async fn leave_room(
     ack(ack_sender, Ok(json!({})));
 }
 
-async fn send_message(
+pub(super) async fn send_message(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack_sender: AckSender,
@@ -182,7 +172,7 @@ async fn send_message(
     .await;
 }
 
-async fn typing(
+pub(super) async fn typing(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack_sender: AckSender,
@@ -211,7 +201,7 @@ async fn typing(
     .await;
 }
 
-async fn edit_message(
+pub(super) async fn edit_message(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack_sender: AckSender,
@@ -233,7 +223,7 @@ async fn edit_message(
     .await;
 }
 
-async fn delete_message(
+pub(super) async fn delete_message(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack_sender: AckSender,
@@ -252,7 +242,7 @@ async fn delete_message(
     .await;
 }
 
-async fn online_users(
+pub(super) async fn online_users(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack_sender: AckSender,

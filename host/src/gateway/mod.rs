@@ -11,11 +11,16 @@ pub mod signaling;
 
 use std::{fmt, sync::Arc};
 
+use axum::{
+    extract::{OriginalUri, Request},
+    http::{HeaderMap, HeaderValue, Uri, header},
+};
+use lyceum_plugin_runtime::SignalKind;
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::Value;
 use socketioxide::{
     ParserError, SocketIo,
-    extract::{AckSender, SocketRef, State, TryData},
+    extract::{AckSender, Event, SocketRef, State, TryData},
     handler::ConnectHandler,
 };
 use tokio::sync::broadcast::error::RecvError;
@@ -150,6 +155,75 @@ impl fmt::Display for ConnectRefused {
 
 impl std::error::Error for ConnectRefused {}
 
+/// Where Engine.IO is served (socketioxide's default path).
+pub const SOCKET_IO_PATH: &str = "/socket.io";
+
+/// Bytes the WebSocket reader of each connection allocates up front. Client frames are small
+/// (pongs, joins, chat messages); a larger frame grows the buffer to its size when it comes.
+/// Every idle socket holds this, so it is kept near a typical frame rather than a large one.
+pub const WS_READ_BUFFER: usize = 1024;
+
+/// Engine.IO keeps the head of the request that opened a connection for the socket's whole
+/// life (`SocketRef::req_parts`). hyper parses that head without copying: the URI and header
+/// values are views into the connection's read buffer, and so is the router's copy of the URI
+/// (`OriginalUri`); keeping any of them keeps the whole buffer (8–16 KiB) for every idle
+/// socket. Copies keep only their own bytes. Other paths are left as they are: their heads die
+/// with their requests.
+pub async fn detach_request_head(mut request: Request) -> Request {
+    if !request.uri().path().starts_with(SOCKET_IO_PATH) {
+        return request;
+    }
+    let shared = std::mem::take(request.headers_mut());
+    let mut owned = HeaderMap::with_capacity(shared.len());
+    // Cookies can be kilobytes, and nothing here reads them: sockets authenticate with a
+    // token in the handshake.
+    for (name, value) in shared.iter().filter(|(name, _)| *name != header::COOKIE) {
+        let copy = match HeaderValue::from_bytes(value.as_bytes()) {
+            Ok(mut copy) => {
+                copy.set_sensitive(value.is_sensitive());
+                copy
+            }
+            Err(_) => value.clone(),
+        };
+        owned.append(name.clone(), copy);
+    }
+    *request.headers_mut() = owned;
+    if let Ok(uri) = request.uri().to_string().parse::<Uri>() {
+        if let Some(original) = request.extensions_mut().get_mut::<OriginalUri>() {
+            original.0 = uri.clone();
+        }
+        *request.uri_mut() = uri;
+    }
+    request
+}
+
+/// Raises this process's soft limit of open files to its hard limit: every socket is a file,
+/// and the usual soft default (1024) would refuse connections long before memory runs out.
+/// Returns the limit in force.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit = raised;
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
 pub fn user_room(user: UserId) -> String {
     format!("user:{user}")
 }
@@ -242,9 +316,11 @@ async fn authenticate(
         .auth
         .authenticate(&token)
         .map_err(|_| ConnectRefused::Unauthorized)?;
-    let user = match state.store.user(actor.id).await {
-        Ok(Some(user)) => user,
-        Ok(None) => return Err(ConnectRefused::Unauthorized),
+    // The same memo of names chat messages are signed with: a reconnecting tab (or a second
+    // one) costs no database round trip.
+    let name = match state.chat.sender_name(actor.id).await {
+        Ok(name) => name,
+        Err(AppError::Unauthorized(_)) => return Err(ConnectRefused::Unauthorized),
         Err(error) => {
             tracing::warn!(%error, "socket handshake could not load the user");
             return Err(ConnectRefused::Unavailable);
@@ -256,10 +332,9 @@ async fn authenticate(
     socket.join([user_room(actor.id), family_room(actor.family)]);
     socket.extensions.insert(SocketUser {
         actor,
-        name: user.name,
+        name: name.to_string(),
     });
-    chat::register(&socket);
-    signaling::register(&socket);
+    socket.on_fallback(dispatch);
     metrics::gauge!("lyceum_socket_connections").increment(1.0);
     socket.on_disconnect(
         async |socket: SocketRef, State(state): State<GatewayState>| {
@@ -272,8 +347,120 @@ async fn authenticate(
     Ok(())
 }
 
+/// Every event of a socket goes through this one handler. socketioxide keeps event handlers
+/// per socket, in a map each socket fills when it connects (about 700 bytes for a dozen
+/// events, kept for the socket's life); a single fallback that is a plain function costs a
+/// socket nothing and finds the handler by name. An unknown event gets no answer, as it would
+/// with no handler at all.
+async fn dispatch(
+    socket: SocketRef,
+    io: SocketIo,
+    Event(event): Event,
+    data: TryData<Value>,
+    ack: AckSender,
+    state: State<GatewayState>,
+) {
+    let signal = match event.as_str() {
+        "webrtc:offer" => Some(SignalKind::Offer),
+        "webrtc:answer" => Some(SignalKind::Answer),
+        "webrtc:ice_candidate" => Some(SignalKind::IceCandidate),
+        _ => None,
+    };
+    if let Some(kind) = signal {
+        return signaling::on_signal(kind, socket, io, data.0, ack, state.0).await;
+    }
+    match event.as_str() {
+        "chat:join_room" => chat::join_room(socket, data, ack, state).await,
+        "chat:leave_room" => chat::leave_room(socket, data, ack, state).await,
+        "chat:send_message" => chat::send_message(socket, data, ack, state).await,
+        "chat:typing" => chat::typing(socket, data, ack, state).await,
+        "chat:edit_message" => chat::edit_message(socket, data, ack, state).await,
+        "chat:delete_message" => chat::delete_message(socket, data, ack, state).await,
+        "chat:online_users" => chat::online_users(socket, data, ack, state).await,
+        "webrtc:join_session" => signaling::join_session(socket, data, ack, state).await,
+        "webrtc:leave_session" => signaling::leave_session(socket, data, ack, state).await,
+        _ => tracing::debug!(event, "an event without a handler"),
+    }
+}
+
 async fn on_connect(socket: SocketRef) {
     if let Some(user) = socket.extensions.get::<SocketUser>() {
         tracing::debug!(socket = %socket.id, user = %user.actor.id, "socket connected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, Bytes};
+
+    use super::*;
+
+    /// A request for `path` whose URI and header values are views into one buffer, as hyper
+    /// parses them, and that buffer.
+    fn parsed_like_hyper(path: &str) -> (Request, Bytes) {
+        let text = format!(
+            "GET {path} HTTP/1.1\r\norigin: http://example.com\r\ncookie: a=b\r\nauthorization: x\r\n\r\n"
+        );
+        let buffer = Bytes::from(text.clone().into_bytes());
+        let slice = |part: &str| {
+            let start = text.find(part).unwrap();
+            buffer.slice(start..start + part.len())
+        };
+        let mut request = Request::new(Body::empty());
+        *request.uri_mut() = Uri::from_maybe_shared(slice(path)).unwrap();
+        let original = OriginalUri(request.uri().clone());
+        request.extensions_mut().insert(original);
+        let headers = [
+            ("origin", "http://example.com"),
+            ("cookie", "a=b"),
+            ("authorization", "x"),
+        ];
+        for (name, value) in headers {
+            let mut value = HeaderValue::from_maybe_shared(slice(value)).unwrap();
+            value.set_sensitive(name != "origin");
+            request.headers_mut().append(name, value);
+        }
+        (request, buffer)
+    }
+
+    #[tokio::test]
+    async fn a_kept_socket_io_request_head_no_longer_holds_the_read_buffer() {
+        let (request, buffer) = parsed_like_hyper("/socket.io/?EIO=4&transport=websocket");
+        assert!(!buffer.is_unique(), "the parsed head shares the buffer");
+        let request = detach_request_head(request).await;
+        assert!(buffer.is_unique(), "the detached head still shares it");
+        assert_eq!(request.uri(), "/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(
+            request.extensions().get::<OriginalUri>().unwrap().0,
+            *request.uri()
+        );
+        assert_eq!(request.headers()["origin"], "http://example.com");
+        assert_eq!(
+            request.headers().get("cookie"),
+            None,
+            "cookies are not kept"
+        );
+        assert_eq!(request.headers()["authorization"], "x");
+        assert!(request.headers()["authorization"].is_sensitive());
+
+        let (other, buffer) = parsed_like_hyper("/api/v1/courses");
+        let other = detach_request_head(other).await;
+        assert!(!buffer.is_unique(), "other requests are left alone");
+        drop(other);
+    }
+
+    #[test]
+    fn the_open_files_limit_is_at_its_hard_limit_after_raising() {
+        let files = raise_open_files_limit().expect("getrlimit works");
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes only the struct passed by pointer.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert_eq!((files, limit.rlim_cur), (limit.rlim_max, limit.rlim_max));
     }
 }

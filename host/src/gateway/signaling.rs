@@ -23,27 +23,6 @@ pub fn call_room(session: SessionId) -> String {
     format!("call:{session}")
 }
 
-pub fn register(socket: &SocketRef) {
-    socket.on("webrtc:join_session", join_session);
-    socket.on("webrtc:leave_session", leave_session);
-    for (event, kind) in [
-        ("webrtc:offer", SignalKind::Offer),
-        ("webrtc:answer", SignalKind::Answer),
-        ("webrtc:ice_candidate", SignalKind::IceCandidate),
-    ] {
-        socket.on(
-            event,
-            move |socket: SocketRef,
-                  io: SocketIo,
-                  TryData(data): TryData<Value>,
-                  ack_sender: AckSender,
-                  State(state): State<GatewayState>| {
-                on_signal(kind, socket, io, data, ack_sender, state)
-            },
-        );
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SessionRef {
@@ -66,7 +45,7 @@ struct CandidatePayload {
     candidate: Value,
 }
 
-async fn join_session(
+pub(super) async fn join_session(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack_sender: AckSender,
@@ -105,7 +84,7 @@ async fn join_session(
     .await;
 }
 
-async fn leave_session(
+pub(super) async fn leave_session(
     socket: SocketRef,
     TryData(data): TryData<Value>,
     ack_sender: AckSender,
@@ -128,7 +107,7 @@ async fn leave_session(
 }
 
 /// Offers, answers and candidates: the same steps, differing in the payload's field.
-async fn on_signal(
+pub(super) async fn on_signal(
     kind: SignalKind,
     socket: SocketRef,
     io: SocketIo,

@@ -171,7 +171,7 @@ impl ChatService {
         }
     }
 
-    async fn sender_name(&self, user: UserId) -> AppResult<Arc<str>> {
+    pub async fn sender_name(&self, user: UserId) -> AppResult<Arc<str>> {
         if let Some(name) = self.names.get(&user) {
             return Ok(name);
         }
