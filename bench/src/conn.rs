@@ -24,11 +24,13 @@ use crate::protocol::{self, Packet};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Source addresses to spread connections over: one loopback address gives some 28,000
-/// ephemeral ports towards one server port, so large runs use several of 127.0.0.0/8.
+/// ephemeral ports towards one server port, and the kernel's search for a free one slows
+/// down long before they run out (it tries ports of one parity first), so every 5,000
+/// connections get another address of 127.0.0.0/8.
 pub fn source_addrs(server: SocketAddr, connections: usize) -> Vec<IpAddr> {
     match server.ip() {
         IpAddr::V4(_) => {
-            let count = connections.div_ceil(20_000).max(1);
+            let count = connections.div_ceil(5_000).clamp(1, 250);
             (0..count)
                 .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + i as u8)))
                 .collect()

@@ -270,15 +270,30 @@ pub struct Open {
     pub join_data: String,
 }
 
-/// Opens and joins every socket, `concurrency` at a time, in order; the first failure ends
-/// the setup.
+/// Opens and joins every socket, `concurrency` at a time, in order. Setup is not measured,
+/// so a socket that fails is tried again twice (a busy machine drops the odd handshake);
+/// a third failure ends the setup.
 pub async fn open_all(
     connector: &Connector,
     opens: Vec<Open>,
     concurrency: usize,
 ) -> anyhow::Result<Vec<(String, Conn)>> {
     stream::iter(opens)
-        .map(|open| async move { open_one(connector, &open).await })
+        .map(|open| async move {
+            let mut attempt = 1;
+            loop {
+                match open_one(connector, &open).await {
+                    Ok(opened) => return Ok(opened),
+                    Err(error) if attempt >= 3 => {
+                        return Err(error.context(format!("{attempt} attempts")));
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                        attempt += 1;
+                    }
+                }
+            }
+        })
         .buffered(concurrency.max(1))
         .collect::<Vec<_>>()
         .await
