@@ -105,6 +105,9 @@ impl LoadArgs {
 
 /// What a message run measured.
 pub struct Measured {
+    /// How late the meters started after the window opened: work done meanwhile is counted
+    /// in the figures but not in the CPU times.
+    pub late_meter: Duration,
     pub totals: Totals,
     pub shared: Arc<Shared>,
     pub usage: Usage,
@@ -157,6 +160,7 @@ pub async fn run(
 
     tokio::time::sleep_until(measure).await;
     let meter = Meter::start(env.pid);
+    let late = TokioInstant::now().saturating_duration_since(measure);
     // Every sender finishes by the ack deadline; the margin covers a task busy sending.
     let all_done = async {
         loop {
@@ -193,6 +197,7 @@ pub async fn run(
         }
     };
     Ok(Measured {
+        late_meter: late,
         totals,
         ack_window_s: window(shared.last_ack.load(Ordering::Relaxed)),
         delivery_window_s: window(shared.last_delivery.load(Ordering::Relaxed)),
@@ -248,6 +253,13 @@ impl Measured {
             warnings.push(format!(
                 "deliveries do not add up: {} lost, {} duplicated, {} misdelivered",
                 t.lost, t.duplicated, t.misdelivered
+            ));
+        }
+        if self.late_meter > Duration::from_millis(50) {
+            warnings.push(format!(
+                "the meters started {:.0} ms into the window (the generator was not scheduled): \
+                 CPU per delivery undercounts; was something else running on these cores?",
+                self.late_meter.as_secs_f64() * 1e3
             ));
         }
         if t.unanswered > 0 {
