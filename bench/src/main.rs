@@ -306,6 +306,13 @@ fn start(cli: Cli) -> anyhow::Result<ExitCode> {
                 other => bail!("--database must be sqlite or a postgres:// URL, not {other:?}"),
             };
             let pin = !common.no_pin;
+            if pin {
+                let mut watched = client_cores.clone();
+                watched.push(common.server_core);
+                watched.sort_unstable();
+                watched.dedup();
+                let _ = server::WATCHED_CORES.set(watched);
+            }
             if pin && client_cores.contains(&common.server_core) {
                 warnings.push(format!(
                     "the server's core {} is also one of the generator's ({}): they compete",

@@ -393,6 +393,45 @@ pub fn reset_peak_rss(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
+/// The cores whose use is watched for other processes: the generator's and the spawned
+/// server's, set once when both are pinned.
+pub static WATCHED_CORES: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+
+/// Busy time of `cores` since boot, in seconds, from `/proc/stat`: every process's user,
+/// system and interrupt time on them (idle, I/O wait and hypervisor steal left out).
+pub fn cores_busy_seconds(cores: &[usize]) -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    busy_ticks(&stat, cores).map(|ticks| ticks as f64 / clock_ticks())
+}
+
+/// The busy ticks of `cores` in a `/proc/stat` text.
+pub fn busy_ticks(stat: &str, cores: &[usize]) -> Option<u64> {
+    let mut total = 0;
+    let mut found = 0;
+    for line in stat.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(cpu) = fields
+            .next()
+            .and_then(|name| name.strip_prefix("cpu"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if !cores.contains(&cpu) {
+            continue;
+        }
+        let ticks: Vec<u64> = fields.filter_map(|f| f.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal …
+        let busy = [0, 1, 2, 5, 6]
+            .iter()
+            .filter_map(|&i| ticks.get(i))
+            .sum::<u64>();
+        total += busy;
+        found += 1;
+    }
+    (found == cores.len()).then_some(total)
+}
+
 /// This process's CPU time (user + system, all threads), in seconds.
 pub fn own_cpu_seconds() -> f64 {
     // SAFETY: getrusage fills the zeroed struct it is given.
@@ -487,6 +526,17 @@ mod tests {
             "4242 (ly ceum) (x)) S 1 4242 4242 0 -1 4194560 500 0 0 0 150 25 0 0 20 0 9 0 100 0 0";
         assert_eq!(cpu_ticks(stat), Some(175));
         assert_eq!(cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn sums_busy_ticks_of_the_named_cores() {
+        let stat = "cpu  100 0 50 1000 5 0 0 0 0 0\n\
+                    cpu0 10 1 20 500 3 4 5 6 0 0\n\
+                    cpu1 90 0 30 500 2 0 1 0 0 0\n\
+                    intr 12345\n";
+        assert_eq!(busy_ticks(stat, &[0]), Some(10 + 1 + 20 + 4 + 5));
+        assert_eq!(busy_ticks(stat, &[0, 1]), Some(40 + 121));
+        assert_eq!(busy_ticks(stat, &[2]), None);
     }
 
     #[test]

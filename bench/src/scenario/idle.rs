@@ -226,6 +226,16 @@ pub async fn idle(env: &mut Env, args: &IdleArgs) -> anyhow::Result<(Figures, se
     {
         f.set("client_rss_peak_mib", hwm as f64 / 1024.0);
     }
+    f.set(
+        "foreign_cpu_pct",
+        100.0
+            * ratio(
+                connect.foreign_cpu_s + held.foreign_cpu_s,
+                (connect.wall_s + held.wall_s) * connect.watched_cores as f64,
+            ),
+    );
+    env.warnings
+        .extend(connect.contention().into_iter().chain(held.contention()));
     if connect.client_busy() > 0.9 {
         env.warnings.push(format!(
             "the generator kept its core(s) {:.0}% busy while connecting: connects/s may be \

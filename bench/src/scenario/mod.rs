@@ -62,6 +62,7 @@ pub struct Meter {
     before: Option<ProcSample>,
     hwm_reset: bool,
     own_cpu: f64,
+    cores_busy: Option<f64>,
     started: Instant,
     peak_rss: Arc<AtomicU64>,
     sampling: Arc<AtomicBool>,
@@ -78,6 +79,10 @@ pub struct Usage {
     pub server_rss_peak_kib: f64,
     pub client_cpu_s: f64,
     pub client_cores: usize,
+    /// CPU time other processes took on the server's and the generator's cores (NaN when
+    /// they are not both pinned).
+    pub foreign_cpu_s: f64,
+    pub watched_cores: usize,
 }
 
 impl Meter {
@@ -104,6 +109,9 @@ impl Meter {
             before,
             hwm_reset,
             own_cpu: server::own_cpu_seconds(),
+            cores_busy: server::WATCHED_CORES
+                .get()
+                .and_then(|cores| server::cores_busy_seconds(cores)),
             started: Instant::now(),
             peak_rss,
             sampling,
@@ -123,12 +131,22 @@ impl Meter {
         if let Some(after) = after {
             peak = peak.max(after.rss_kib);
         }
+        let server_cpu_s = match (self.before, after) {
+            (Some(b), Some(a)) => a.cpu_seconds - b.cpu_seconds,
+            _ => f64::NAN,
+        };
+        let client_cpu_s = server::own_cpu_seconds() - self.own_cpu;
+        let watched = server::WATCHED_CORES.get();
+        let foreign_cpu_s = match (self.cores_busy, watched) {
+            (Some(before), Some(cores)) => server::cores_busy_seconds(cores)
+                .map_or(f64::NAN, |now| {
+                    (now - before - client_cpu_s - server_cpu_s).max(0.0)
+                }),
+            _ => f64::NAN,
+        };
         Usage {
             wall_s: self.started.elapsed().as_secs_f64(),
-            server_cpu_s: match (self.before, after) {
-                (Some(b), Some(a)) => a.cpu_seconds - b.cpu_seconds,
-                _ => f64::NAN,
-            },
+            server_cpu_s,
             server_rss_before_kib: kib(self.before.map(|s| s.rss_kib)),
             server_rss_after_kib: kib(after.map(|s| s.rss_kib)),
             server_rss_peak_kib: if after.is_some() {
@@ -136,8 +154,10 @@ impl Meter {
             } else {
                 f64::NAN
             },
-            client_cpu_s: server::own_cpu_seconds() - self.own_cpu,
+            client_cpu_s,
             client_cores,
+            foreign_cpu_s,
+            watched_cores: watched.map_or(0, Vec::len),
         }
     }
 }
@@ -152,6 +172,22 @@ impl Usage {
     /// The share of the generator's cores it kept busy.
     pub fn client_busy(&self) -> f64 {
         ratio(self.client_cpu_s, self.wall_s * self.client_cores as f64)
+    }
+
+    /// The share of the watched cores other processes used.
+    pub fn foreign_busy(&self) -> f64 {
+        ratio(self.foreign_cpu_s, self.wall_s * self.watched_cores as f64)
+    }
+
+    /// A warning when other processes took a noticeable share of the benchmark's cores.
+    pub fn contention(&self) -> Option<String> {
+        (self.foreign_busy() > 0.1).then(|| {
+            format!(
+                "other processes used {:.0}% of the server's and generator's cores during \
+                 the window: the figures measure a shared machine",
+                100.0 * self.foreign_busy()
+            )
+        })
     }
 
     /// Writes the resource figures, with CPU per unit of work for each `(name, count)`.
@@ -184,6 +220,8 @@ impl Usage {
         {
             f.set("client_rss_peak_mib", hwm as f64 / 1024.0);
         }
+        f.set("foreign_cpu_pct", 100.0 * self.foreign_busy());
+        warnings.extend(self.contention());
         if self.client_busy() > 0.9 {
             warnings.push(format!(
                 "the generator kept its {} core(s) {:.0}% busy: it, not the server, may be the \
