@@ -26,7 +26,7 @@ fn summarize(label: &str, mut samples: Vec<Duration>) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let defaults = Config::default();
-    let hasher = PasswordHasher::new(defaults.argon2_memory_kib, defaults.argon2_iterations)?;
+    let hasher = PasswordHasher::from_config(&defaults)?;
     let hash = hasher.hash("correct horse battery".into()).await?;
     let mut samples = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {

@@ -41,6 +41,8 @@ pub const KEYS: &[&str] = &[
     "trust_forwarded_for",
     "argon2_memory_kib",
     "argon2_iterations",
+    "password_hash_threads",
+    "password_hash_queue",
     "chat_max_message_chars",
     "chat_write_queue",
     "chat_write_batch",
@@ -104,6 +106,10 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
+    /// Threads that hash passwords; 0 means one per core.
+    pub password_hash_threads: usize,
+    /// Password checks that may wait for a hashing thread before requests are refused.
+    pub password_hash_queue: usize,
     pub chat_max_message_chars: usize,
     /// Chat messages waiting to be stored before further sends are refused (`RATE_LIMITED`).
     pub chat_write_queue: usize,
@@ -192,6 +198,9 @@ impl Default for Config {
             // OWASP's argon2id baseline (19 MiB, t=2, p=1).
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
+            password_hash_threads: 0,
+            // About a second of sign-ups on two cores; beyond it, refusing is kinder than a wait.
+            password_hash_queue: 64,
             chat_max_message_chars: 4000,
             chat_write_queue: 4096,
             chat_write_batch: 512,
@@ -340,6 +349,19 @@ impl Config {
         }
         if self.argon2_iterations == 0 {
             return Err(ConfigError::key("argon2_iterations", "must be at least 1"));
+        }
+        if self.password_hash_threads > 1024 {
+            return Err(ConfigError::key(
+                "password_hash_threads",
+                "must be at most 1024 (0 means one per core)",
+            ));
+        }
+        // The queue's slots are allocated up front.
+        if !(1..=65536).contains(&self.password_hash_queue) {
+            return Err(ConfigError::key(
+                "password_hash_queue",
+                "must be between 1 and 65536",
+            ));
         }
         if !(self.chat_rate_per_second.is_finite() && self.chat_rate_per_second > 0.0) {
             return Err(ConfigError::key(

@@ -46,6 +46,12 @@ pub enum AppError {
     RateLimited { retry_after: Duration },
     #[error("{0}")]
     Unavailable(String),
+    /// Refused for lack of capacity (a full queue): `UNAVAILABLE` with a retry delay.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after: Duration,
+    },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -132,7 +138,7 @@ impl AppError {
             AppError::UnsupportedMediaType { .. } => ErrorCode::UnsupportedMediaType,
             AppError::RejectedByPolicy { .. } => ErrorCode::RejectedByPolicy,
             AppError::RateLimited { .. } => ErrorCode::RateLimited,
-            AppError::Unavailable(_) => ErrorCode::Unavailable,
+            AppError::Unavailable(_) | AppError::Overloaded { .. } => ErrorCode::Unavailable,
             AppError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -143,7 +149,7 @@ impl AppError {
             AppError::RejectedByPolicy { reason, .. }
             | AppError::UnsupportedMediaType { reason, .. }
             | AppError::OverLimit { reason, .. } => Some(json!({ "reason": reason })),
-            AppError::RateLimited { retry_after } => {
+            AppError::RateLimited { retry_after } | AppError::Overloaded { retry_after, .. } => {
                 Some(json!({ "retryAfter": retry_after.as_secs().max(1) }))
             }
             AppError::RangeNotSatisfiable { size } => Some(json!({ "size": size })),
@@ -176,7 +182,7 @@ impl IntoResponse for AppError {
         let mut response = (code.status(), Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
-            AppError::RateLimited { retry_after } => {
+            AppError::RateLimited { retry_after } | AppError::Overloaded { retry_after, .. } => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after.as_secs().max(1)),

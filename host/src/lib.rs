@@ -87,7 +87,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         &config.jwt_audience,
         config.access_token_ttl,
     ));
-    let hasher = PasswordHasher::new(config.argon2_memory_kib, config.argon2_iterations)?;
+    let hasher = PasswordHasher::from_config(&config)?;
     let auth = Arc::new(AuthService::new(
         store.clone(),
         jwt,

@@ -32,6 +32,12 @@ fn an_invalid_value_stops_start_up_naming_the_key() {
         ),
         ("LYCEUM_JWT_SECRET", "short", "jwt_secret"),
         ("LYCEUM_MAX_JSON_BODY", "12 parsecs", "max_json_body"),
+        ("LYCEUM_PASSWORD_HASH_QUEUE", "0", "password_hash_queue"),
+        (
+            "LYCEUM_PASSWORD_HASH_THREADS",
+            "many",
+            "password_hash_threads",
+        ),
     ];
     for (key, value, named) in cases {
         let output = lyceum(&dir).env(key, value).arg("serve").output().unwrap();

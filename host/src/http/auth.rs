@@ -27,7 +27,8 @@ pub fn router() -> Router<AppState> {
 /// Create an account and sign in.
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterInput,
     responses((status = 201, description = "Signed in as the new user", body = Session),
-              (status = 400, description = "VALIDATION_FAILED"), (status = 409, description = "CONFLICT: email already registered")))]
+              (status = 400, description = "VALIDATION_FAILED"), (status = 409, description = "CONFLICT: email already registered"),
+              (status = 503, description = "UNAVAILABLE: too many password checks at once, with Retry-After")))]
 pub async fn register(
     State(state): State<AppState>,
     Json(input): Json<RegisterInput>,
@@ -38,7 +39,8 @@ pub async fn register(
 /// Sign in with email and password. Failed attempts are throttled per email and per IP.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginInput,
     responses((status = 200, body = Session), (status = 401, description = "UNAUTHORIZED: wrong email or password"),
-              (status = 429, description = "RATE_LIMITED, with Retry-After")))]
+              (status = 429, description = "RATE_LIMITED, with Retry-After"),
+              (status = 503, description = "UNAVAILABLE: too many password checks at once, with Retry-After")))]
 pub async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,

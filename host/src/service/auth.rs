@@ -120,11 +120,8 @@ impl AuthService {
         let email = validate::email(email)?;
         validate::password(password)?;
         let name = validate::text("name", name, 1, 100)?;
-        let hash = self
-            .hasher
-            .hash(password.to_owned())
-            .await
-            .map_err(AppError::internal)?;
+        // A refusal (the hashing queue is full) happens here, before anything is written.
+        let hash = self.hasher.hash(password.to_owned()).await?;
         let user = User {
             id: UserId::new(),
             email,
@@ -184,11 +181,7 @@ impl AuthService {
             Some(c) if plausible => (Some(c.user), Some(c.password_hash)),
             _ => (None, None),
         };
-        let ok = self
-            .hasher
-            .verify(input.password, hash)
-            .await
-            .map_err(AppError::internal)?;
+        let ok = self.hasher.verify(input.password, hash).await?;
         match user {
             Some(user) if ok => {
                 self.limiter.reset(&email_key).await;
