@@ -16,6 +16,7 @@ backend_tests!(
     me_requires_a_valid_bearer_token,
     forged_and_expired_tokens_are_refused,
     eight_concurrent_registrations_with_one_email_give_one_account,
+    sign_ups_beyond_the_hashing_queue_are_refused_and_change_nothing,
 );
 
 async fn registering_returns_the_user_and_a_token_pair(backend: Backend) {
@@ -513,5 +514,73 @@ async fn eight_concurrent_registrations_with_one_email_give_one_account(backend:
     );
     for reply in replies.iter().filter(|r| r.status == 409) {
         assert_eq!(reply.code(), "CONFLICT");
+    }
+}
+
+async fn sign_ups_beyond_the_hashing_queue_are_refused_and_change_nothing(backend: Backend) {
+    let srv = TestServer::start_with(backend, |c| {
+        // One hash at a time and one waiting; a costly hash keeps them busy while the rest of
+        // the burst arrives.
+        c.password_hash_threads = 1;
+        c.password_hash_queue = 1;
+        c.argon2_memory_kib = 64 * 1024;
+        c.argon2_iterations = 3;
+    })
+    .await;
+    let emails: Vec<String> = (0..12).map(|i| format!("burst{i}@example.com")).collect();
+    let attempts = emails.iter().map(|email| {
+        let client = srv.client();
+        async move {
+            client
+                .post(
+                    "/api/v1/auth/register",
+                    json!({"email": email, "password": "password1", "name": "Burst"}),
+                )
+                .await
+        }
+    });
+    let replies = futures::future::join_all(attempts).await;
+    let mut refused = Vec::new();
+    for (email, reply) in emails.iter().zip(&replies) {
+        match reply.status {
+            201 => assert_eq!(reply.data()["user"]["email"], email.as_str()),
+            _ => {
+                reply.assert_error(503, "UNAVAILABLE");
+                let header: u64 = reply.headers["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(header >= 1, "Retry-After {header}");
+                assert_eq!(
+                    reply.body["error"]["details"]["retryAfter"],
+                    json!(header),
+                    "{}",
+                    reply.body
+                );
+                refused.push(email);
+            }
+        }
+    }
+    let accepted = emails.len() - refused.len();
+    assert!(
+        accepted >= 1 && !refused.is_empty(),
+        "{accepted} accepted, {} refused: {replies:?}",
+        refused.len()
+    );
+    // A refusal happens before anything is written: each refused email is still free.
+    for email in refused {
+        let reply = srv
+            .client()
+            .post(
+                "/api/v1/auth/register",
+                json!({"email": email, "password": "password1", "name": "Burst"}),
+            )
+            .await;
+        assert_eq!(
+            reply.status, 201,
+            "{email} after its refusal: {}",
+            reply.body
+        );
     }
 }
