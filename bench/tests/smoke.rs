@@ -9,20 +9,24 @@ use std::{path::PathBuf, process::Command};
 
 use serde_json::Value;
 
-fn server_binary() -> Option<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+fn server_binary() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let binary = target.join("debug").join("lyceum");
-    binary.is_file().then_some(binary)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("debug")
+        .join("lyceum")
 }
 
 #[test]
 fn fanout_delivers_every_accepted_message_to_every_member() {
-    let Some(server) = server_binary() else {
-        eprintln!("skipped: no target/debug/lyceum (build the workspace first)");
+    let server = server_binary();
+    if !server.is_file() {
+        eprintln!(
+            "skipped: no {} (build the workspace first)",
+            server.display()
+        );
         return;
-    };
+    }
     let report_path =
         std::env::temp_dir().join(format!("lyceum-bench-smoke-{}.json", std::process::id()));
     let output = Command::new(env!("CARGO_BIN_EXE_lyceum-bench"))
