@@ -280,6 +280,7 @@ fn start(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let target = match &common.url {
         Some(url) => {
+            server::loopback_addr(url)?;
             if common.database != "sqlite"
                 || common.spawn.is_some()
                 || !common.server_env.is_empty()
