@@ -438,7 +438,7 @@ async fn run_all(
             outcome = tokio::time::timeout(deadline, cli.scenario.run(&mut env, spawned)) => {
                 outcome.unwrap_or_else(|_| Err(anyhow!("hard deadline of {deadline:?} reached")))
             }
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            _ = interrupted() => Err(anyhow!("interrupted")),
         };
         let interrupted = outcome
             .as_ref()
@@ -475,6 +475,15 @@ async fn run_all(
         }
     }
     Ok(report)
+}
+
+/// Ctrl-C or SIGTERM (as `timeout` sends): the run stops and cleans up after itself.
+async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        Some(_) = async { term.as_mut()?.recv().await } => {}
+    }
 }
 
 #[cfg(test)]

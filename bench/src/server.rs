@@ -133,7 +133,7 @@ impl Server {
             None => Command::new(&binary),
         };
         // Its own process group: a Ctrl-C at the terminal reaches the generator alone, which
-        // then stops the server in order.
+        // then stops the server in order (SIGTERM to the generator does the same).
         command.arg("serve").current_dir(&dir).process_group(0);
         // Only what the run sets: nothing of the caller's LYCEUM_* configuration leaks in.
         for (key, _) in std::env::vars_os() {
@@ -181,7 +181,7 @@ impl Server {
             .stdout(log.try_clone()?)
             .stderr(log);
         let nofile = spec.nofile;
-        // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+        // SAFETY: only setrlimit and prctl, both async-signal-safe, run between fork and exec.
         unsafe {
             command.pre_exec(move || {
                 let limit = libc::rlimit {
@@ -190,6 +190,11 @@ impl Server {
                 };
                 // Best effort: the server reports its own failures to accept.
                 libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                // A generator killed outright (SIGKILL) takes its server along rather than
+                // leaving it running in its own process group. The signal follows the
+                // forking thread, which is the main thread: servers are started from the
+                // runtime's main future, never from a spawned task.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 Ok(())
             });
         }
