@@ -28,6 +28,9 @@ pub fn init_tracing(format: LogFormat) {
     let _ = result;
 }
 
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder. Metrics are process-global, so several servers in
 /// one process (as in the tests) share one registry.
 pub fn metrics_handle() -> PrometheusHandle {
@@ -49,6 +52,19 @@ pub fn metrics_handle() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
             }
             describe();
+            // Histogram samples wait in the recorder until they are folded into the
+            // buckets: by a scrape of /metrics, or by this. Without it a server nobody scrapes
+            // keeps every sample of every plugin call and request, growing for good.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("spawning the metrics upkeep thread");
             handle
         })
         .clone()
