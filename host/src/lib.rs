@@ -76,6 +76,9 @@ impl Drop for App {
 
 /// Connects the database (applying migrations), builds the services and the router.
 pub async fn build(config: Config) -> anyhow::Result<App> {
+    // First: metric handles resolved before the recorder exists (the policy engine resolves
+    // its per-plugin handles when it loads them) count into nothing, for good.
+    let metrics = telemetry::metrics_handle();
     let config = Arc::new(config);
     let store = store::connect(&config.effective_database_url(), config.db_max_connections)
         .await
@@ -100,7 +103,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         },
         config.refresh_token_ttl,
     ));
-    let policy = Arc::new(load_policy(&config)?);
+    let policy = Arc::new(load_policy(&config, &metrics)?);
     let links = Arc::new(FileLinks::new(&secret, config.signed_url_ttl));
     let blobs = storage::LocalDisk::open(&config.upload_dir)
         .await
@@ -231,7 +234,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         policy,
         ice,
         io,
-        metrics: telemetry::metrics_handle(),
+        metrics,
     };
     let router = http::router(state.clone())
         .layer(socket_layer)
@@ -298,7 +301,14 @@ pub async fn run(
 
 /// Loads `plugins.toml` (the built-in plugins when it is absent) and compiles every chain,
 /// reusing precompiled artifacts from the cache dir.
-fn load_policy(config: &Config) -> anyhow::Result<PolicyEngine> {
+///
+/// `_recorder` is the installed metrics recorder, asked for so that no engine can be built
+/// before it: the engine binds each plugin's metric handles to whatever recorder is
+/// installed when it loads the plugin.
+fn load_policy(
+    config: &Config,
+    _recorder: &metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<PolicyEngine> {
     let plugins = PluginsConfig::load(&config.plugins_config)
         .with_context(|| format!("reading {}", config.plugins_config.display()))?;
     let engine = PolicyEngine::builder(plugins)

@@ -31,8 +31,13 @@ pub fn init_tracing(format: LogFormat) {
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The process-wide Prometheus recorder. Metrics are process-global, so several servers in
-/// one process (as in the tests) share one registry.
+/// The process-wide Prometheus recorder, installed by the first call. Metrics are
+/// process-global, so several servers in one process (as in the tests) share one registry.
+///
+/// A handle (`metrics::counter!` and friends) binds to the recorder installed when it is
+/// resolved and keeps it: one resolved before this first call counts into nothing for
+/// good. Handles resolved per use (HTTP, chat) are safe either way; handles kept for a long
+/// time (the policy engine's per plugin) need this called first, which `build` does.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
