@@ -53,6 +53,7 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod fixtures;
+pub mod inspect;
 pub mod kv;
 pub mod types;
 mod wasm;
