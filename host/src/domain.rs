@@ -318,3 +318,213 @@ pub struct Attachment {
     pub file_id: FileId,
     pub file: Option<FileRecord>,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Policy plugins: modules, slot revisions and the decision audit, as stored and as the admin API
+// returns them. Slots, ABIs, sources, failure modes and verdicts are plain text here: the plugin
+// runtime owns those enumerations and the plugin service converts at its edge.
+// ---------------------------------------------------------------------------------------------
+
+/// The contract's `module`: an uploaded WebAssembly module, named by the lowercase hex SHA-256
+/// of its bytes (the bytes themselves live on disk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginModule {
+    pub sha256: String,
+    pub name: String,
+    /// `component` or `extism`.
+    pub abi: String,
+    /// The WIT world it exports, such as `chat-moderation`.
+    pub world: String,
+    pub wit_version: String,
+    /// Bytes.
+    #[sqlx(try_from = "i64")]
+    pub size: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The contract's `revision`: one activation of a slot's chain. Revisions are numbered 1, 2,
+/// 3… per slot and never change; a rollback is a new revision that restores an older chain.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginRevision {
+    /// Implied by the URL the revision is listed under.
+    #[serde(skip)]
+    pub slot: String,
+    pub revision: i64,
+    pub activated_at: DateTime<Utc>,
+    /// The admin who made the change; `null` for revisions read from plugins.toml.
+    pub activated_by: Option<UserId>,
+    /// `api`, `file`, `rollback` or `promote`.
+    pub source: String,
+    /// The slot's default failure mode: `fail-closed` or `fail-open`.
+    pub failure: String,
+    /// The links exactly as they were given.
+    #[schema(value_type = Vec<Object>)]
+    pub chain: serde_json::Value,
+    /// For a rollback, the revision whose chain it restored.
+    pub restored_from: Option<i64>,
+}
+
+/// A revision to record; the store numbers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPluginRevision {
+    pub slot: String,
+    pub activated_by: Option<UserId>,
+    pub source: String,
+    pub failure: String,
+    /// A JSON array of links.
+    pub chain: serde_json::Value,
+    pub restored_from: Option<i64>,
+}
+
+/// One audited plugin decision: every verdict other than allow/accept/relay, and every shadow
+/// disagreement. It names the content only by its hash. Ids are text because that is how the
+/// plugins see them.
+///
+/// Serialises as the contract's `decision`, with the plugin as a nested `{name, sha256}` and
+/// the optional context left out when absent.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct PluginDecision {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub slot: String,
+    pub plugin_name: String,
+    pub plugin_sha256: String,
+    /// `reject`, `flag`, `rewrite`, `deny`, `drop`… or the kind of failure.
+    pub verdict: String,
+    pub reason: Option<String>,
+    pub shadow: bool,
+    pub actor_id: Option<String>,
+    pub course_id: Option<String>,
+    pub room_id: Option<String>,
+    pub session_id: Option<String>,
+    pub subject_id: Option<String>,
+    pub request_id: String,
+    pub content_sha256: Option<String>,
+}
+
+/// The JSON shape of a [`PluginDecision`], borrowed from it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = PluginDecision)]
+struct DecisionShape<'a> {
+    id: Uuid,
+    at: DateTime<Utc>,
+    slot: &'a str,
+    plugin: DecisionPlugin<'a>,
+    verdict: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    shadow: bool,
+    actor_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    course_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject_id: Option<&'a str>,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_sha256: Option<&'a str>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = PluginDecisionPlugin)]
+struct DecisionPlugin<'a> {
+    name: &'a str,
+    sha256: &'a str,
+}
+
+impl Serialize for PluginDecision {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        DecisionShape {
+            id: self.id,
+            at: self.at,
+            slot: &self.slot,
+            plugin: DecisionPlugin {
+                name: &self.plugin_name,
+                sha256: &self.plugin_sha256,
+            },
+            verdict: &self.verdict,
+            reason: self.reason.as_deref(),
+            shadow: self.shadow,
+            actor_id: self.actor_id.as_deref(),
+            course_id: self.course_id.as_deref(),
+            room_id: self.room_id.as_deref(),
+            session_id: self.session_id.as_deref(),
+            subject_id: self.subject_id.as_deref(),
+            request_id: &self.request_id,
+            content_sha256: self.content_sha256.as_deref(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl utoipa::PartialSchema for PluginDecision {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        DecisionShape::schema()
+    }
+}
+
+impl ToSchema for PluginDecision {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "PluginDecision".into()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        DecisionShape::schemas(schemas);
+    }
+}
+
+/// A page of the decision audit, newest first. Every filter is optional; the time window is
+/// half-open, `since <= at < until`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecisionQuery {
+    pub slot: Option<String>,
+    pub verdict: Option<String>,
+    pub plugin_sha256: Option<String>,
+    pub shadow: Option<bool>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// The cursor: only decisions strictly older (by id) than this one.
+    pub before_id: Option<Uuid>,
+    pub limit: u32,
+}
+
+#[cfg(test)]
+mod plugin_decision_schema {
+    use std::collections::BTreeSet;
+
+    use utoipa::{PartialSchema, ToSchema};
+
+    use super::PluginDecision;
+
+    #[test]
+    fn documents_the_contract_shape_not_the_row() {
+        assert_eq!(PluginDecision::name(), "PluginDecision");
+        let schema = serde_json::to_value(PluginDecision::schema()).unwrap();
+        let names = |value: &serde_json::Value| -> BTreeSet<String> {
+            match value {
+                serde_json::Value::Object(map) => map.keys().cloned().collect(),
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect(),
+                _ => BTreeSet::new(),
+            }
+        };
+        let properties = names(&schema["properties"]);
+        assert!(properties.contains("plugin") && properties.contains("actorId"));
+        assert!(!properties.contains("pluginName"), "the plugin is nested");
+        let required = names(&schema["required"]);
+        assert!(required.contains("requestId") && !required.contains("courseId"));
+    }
+}

@@ -12,11 +12,17 @@ pub mod socket;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
     time::Duration,
 };
 
-use lyceum::config::{Config, Secret};
+use lyceum::{
+    config::{Config, Secret},
+    store::Store,
+};
 use serde_json::{Value, json};
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -222,25 +228,83 @@ impl Drop for TestServer {
             let _ = tx.send(());
         }
         if let Some(schema) = self.pg_schema.take() {
-            // Drop runs outside async context guarantees: a scoped thread with its own runtime.
-            let base = postgres_url().unwrap();
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    if let Ok(pool) = sqlx::PgPool::connect(&base).await {
-                        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                            .execute(&pool)
-                            .await;
-                    }
-                });
-            })
-            .join()
-            .ok();
+            drop_schema(schema);
         }
     }
+}
+
+/// A migrated store of its own on one backend, for tests of the persistence layer itself:
+/// the services' view of the database without a server in front.
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    pub url: String,
+    _dir: tempdir::TempDir,
+    pg_schema: Option<String>,
+}
+
+impl TestStore {
+    pub async fn open(backend: Backend) -> TestStore {
+        let dir = tempdir::TempDir::new();
+        let (url, pg_schema) = match backend {
+            Backend::Sqlite => (
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("lyceum.db").display()
+                ),
+                None,
+            ),
+            Backend::Postgres => {
+                let base = postgres_url().expect("LYCEUM_TEST_DATABASE_URL");
+                let schema = create_schema(&base).await;
+                (with_search_path(&base, &schema), Some(schema))
+            }
+        };
+        let store = lyceum::store::connect(&url, 8)
+            .await
+            .expect("store connects and migrates");
+        TestStore {
+            store,
+            url,
+            _dir: dir,
+            pg_schema,
+        }
+    }
+}
+
+impl std::ops::Deref for TestStore {
+    type Target = dyn Store;
+    fn deref(&self) -> &Self::Target {
+        &*self.store
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if let Some(schema) = self.pg_schema.take() {
+            drop_schema(schema);
+        }
+    }
+}
+
+/// Drops a test's PostgreSQL schema. Drop runs outside async context guarantees: a scoped
+/// thread with its own runtime.
+fn drop_schema(schema: String) {
+    let base = postgres_url().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            if let Ok(pool) = sqlx::PgPool::connect(&base).await {
+                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .execute(&pool)
+                    .await;
+            }
+        });
+    })
+    .join()
+    .ok();
 }
 
 #[derive(Debug, Clone)]

@@ -267,6 +267,51 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_file(&self, id: FileId) -> StoreResult<Option<FileRecord>>;
     /// Which of `ids` name a file row.
     async fn existing_files(&self, ids: &[FileId]) -> StoreResult<Vec<FileId>>;
+
+    /// Records an uploaded module; false (and nothing changed) when its sha256 is already known.
+    async fn insert_plugin_module(&self, module: &PluginModule) -> StoreResult<bool>;
+    async fn plugin_module(&self, sha256: &str) -> StoreResult<Option<PluginModule>>;
+    /// Newest first.
+    async fn plugin_modules(&self) -> StoreResult<Vec<PluginModule>>;
+    /// Records a revision under the slot's next number (1 for its first). Concurrent writers,
+    /// on one node or several, get distinct consecutive numbers. A `restored_from` that names
+    /// no revision of the slot is `NotFound`.
+    async fn insert_plugin_revision(
+        &self,
+        revision: &NewPluginRevision,
+        at: DateTime<Utc>,
+    ) -> StoreResult<PluginRevision>;
+    async fn plugin_revision(
+        &self,
+        slot: &str,
+        revision: i64,
+    ) -> StoreResult<Option<PluginRevision>>;
+    /// The slot's active chain, as last recorded.
+    async fn latest_plugin_revision(&self, slot: &str) -> StoreResult<Option<PluginRevision>>;
+    /// The slot's newest revision that came from `source` (to tell whether plugins.toml
+    /// changed since it was last applied).
+    async fn latest_plugin_revision_from(
+        &self,
+        slot: &str,
+        source: &str,
+    ) -> StoreResult<Option<PluginRevision>>;
+    /// Newest first, strictly below revision `before`.
+    async fn plugin_revisions(
+        &self,
+        slot: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<PluginRevision>>;
+    /// Every distinct module sha256 that some revision's chain names, sorted; built-ins are
+    /// left out. A module in this list may be rolled back to, so its bytes must stay.
+    async fn referenced_plugin_modules(&self) -> StoreResult<Vec<String>>;
+    /// Stores a batch of audited decisions, all or nothing. An id already stored is skipped,
+    /// so a batch retried after an uncertain commit does not duplicate rows.
+    async fn insert_plugin_decisions(&self, batch: &[PluginDecision]) -> StoreResult<()>;
+    /// Newest first (by id), at most `query.limit` rows.
+    async fn plugin_decisions(&self, query: &DecisionQuery) -> StoreResult<Vec<PluginDecision>>;
+    /// Deletes the decisions recorded before `before`; returns how many.
+    async fn prune_plugin_decisions(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }
 
 /// Makes an upload's bytes visible; run by [`Store::insert_file`] inside its transaction.
@@ -334,6 +379,15 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Sto
 /// Rows per multi-row INSERT: 8 parameters a message keeps a statement far below either
 /// database's parameter limit.
 pub(crate) const MESSAGE_ROWS_PER_STATEMENT: usize = 256;
+
+/// Rows per multi-row INSERT of decisions: 15 parameters a row, 3,840 a statement, below
+/// SQLite's 32,766 and PostgreSQL's 65,535.
+pub(crate) const DECISION_ROWS_PER_STATEMENT: usize = 256;
+
+/// How often a revision insert is tried. Each lost attempt means another writer's revision
+/// of the same slot was stored, so a writer only runs out after this many concurrent
+/// changes of one slot, far beyond what admins and plugins.toml reloads produce.
+pub(crate) const REVISION_INSERT_ATTEMPTS: usize = 32;
 
 /// How long a request waits for a pooled connection before answering UNAVAILABLE.
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);

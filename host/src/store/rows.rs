@@ -259,3 +259,46 @@ impl TryFrom<AttachmentRow> for Attachment {
         })
     }
 }
+
+#[derive(sqlx::FromRow)]
+pub struct PluginRevisionRow {
+    pub slot: String,
+    pub revision: i64,
+    pub activated_at: DateTime<Utc>,
+    pub activated_by: Option<UserId>,
+    pub source: String,
+    pub failure: String,
+    pub chain: String,
+    pub restored_from: Option<i64>,
+}
+
+impl TryFrom<PluginRevisionRow> for PluginRevision {
+    type Error = StoreError;
+    fn try_from(row: PluginRevisionRow) -> Result<Self, StoreError> {
+        let chain = serde_json::from_str(&row.chain)
+            .map_err(|_| corrupt("plugin_revisions.chain", &row.chain))?;
+        Ok(PluginRevision {
+            slot: row.slot,
+            revision: row.revision,
+            activated_at: row.activated_at,
+            activated_by: row.activated_by,
+            source: row.source,
+            failure: row.failure,
+            chain,
+            restored_from: row.restored_from,
+        })
+    }
+}
+
+/// The module sha256s a chain's links name (`{"module": "<sha256>" | "builtin:…", …}`),
+/// built-ins left out since they have no bytes to keep.
+pub fn chain_modules(chain: &str) -> Result<Vec<String>, StoreError> {
+    let links: Vec<serde_json::Value> =
+        serde_json::from_str(chain).map_err(|_| corrupt("plugin_revisions.chain", chain))?;
+    Ok(links
+        .iter()
+        .filter_map(|link| link.get("module")?.as_str())
+        .filter(|module| !module.starts_with("builtin:"))
+        .map(str::to_owned)
+        .collect())
+}

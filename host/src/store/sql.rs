@@ -750,6 +750,239 @@ macro_rules! impl_store {
                 list.push_unseparated(")");
                 Ok(query.build_query_scalar().fetch_all(&self.pool).await?)
             }
+
+            async fn insert_plugin_module(&self, module: &PluginModule) -> StoreResult<bool> {
+                // Content-addressed: a second upload of the same bytes keeps the first record.
+                let inserted = sqlx::query(
+                    "INSERT INTO plugin_modules (sha256, name, abi, world, wit_version, size, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (sha256) DO NOTHING",
+                )
+                .bind(&module.sha256)
+                .bind(&module.name)
+                .bind(&module.abi)
+                .bind(&module.world)
+                .bind(&module.wit_version)
+                .bind(i64::try_from(module.size).unwrap_or(i64::MAX))
+                .bind(module.created_at)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(inserted == 1)
+            }
+
+            async fn plugin_module(&self, sha256: &str) -> StoreResult<Option<PluginModule>> {
+                let row: Option<PluginModule> =
+                    sqlx::query_as("SELECT * FROM plugin_modules WHERE sha256 = $1")
+                        .bind(sha256)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row)
+            }
+
+            async fn plugin_modules(&self) -> StoreResult<Vec<PluginModule>> {
+                let rows: Vec<PluginModule> = sqlx::query_as(
+                    "SELECT * FROM plugin_modules ORDER BY created_at DESC, sha256 DESC",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows)
+            }
+
+            async fn insert_plugin_revision(
+                &self,
+                revision: &NewPluginRevision,
+                at: DateTime<Utc>,
+            ) -> StoreResult<PluginRevision> {
+                let chain = serde_json::to_string(&revision.chain)
+                    .map_err(|e| StoreError::Other(e.into()))?;
+                // Revisions are never deleted, so one found now still exists at the insert.
+                // (The foreign key alone would accept a rollback into an empty slot that names
+                // the number the new revision itself is about to get.)
+                if let Some(restored) = revision.restored_from
+                    && self.plugin_revision(&revision.slot, restored).await?.is_none()
+                {
+                    return Err(StoreError::NotFound);
+                }
+                // The number is computed and claimed in one statement. Two writers that read the
+                // same maximum collide on the primary key; PostgreSQL makes the second wait for
+                // the first and then skip its row, and it tries again with a fresh maximum.
+                // SQLite runs writers one at a time, so it never collides.
+                for _ in 0..$crate::store::REVISION_INSERT_ATTEMPTS {
+                    let row: Option<PluginRevisionRow> = sqlx::query_as(
+                        "INSERT INTO plugin_revisions
+                           (slot, revision, activated_at, activated_by, source, failure, chain, restored_from)
+                         SELECT $1, COALESCE(MAX(revision), 0) + 1, $2, $3, $4, $5, $6, $7
+                         FROM plugin_revisions WHERE slot = $1
+                         ON CONFLICT (slot, revision) DO NOTHING
+                         RETURNING *",
+                    )
+                    .bind(&revision.slot)
+                    .bind(at)
+                    .bind(revision.activated_by)
+                    .bind(&revision.source)
+                    .bind(&revision.failure)
+                    .bind(&chain)
+                    .bind(revision.restored_from)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    if let Some(row) = row {
+                        return PluginRevision::try_from(row);
+                    }
+                }
+                Err(StoreError::Conflict(
+                    "too many concurrent changes of this plugin slot; try again".into(),
+                ))
+            }
+
+            async fn plugin_revision(&self, slot: &str, revision: i64) -> StoreResult<Option<PluginRevision>> {
+                let row: Option<PluginRevisionRow> = sqlx::query_as(
+                    "SELECT * FROM plugin_revisions WHERE slot = $1 AND revision = $2",
+                )
+                .bind(slot)
+                .bind(revision)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(PluginRevision::try_from).transpose()
+            }
+
+            async fn latest_plugin_revision(&self, slot: &str) -> StoreResult<Option<PluginRevision>> {
+                let row: Option<PluginRevisionRow> = sqlx::query_as(
+                    "SELECT * FROM plugin_revisions WHERE slot = $1 ORDER BY revision DESC LIMIT 1",
+                )
+                .bind(slot)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(PluginRevision::try_from).transpose()
+            }
+
+            async fn latest_plugin_revision_from(
+                &self,
+                slot: &str,
+                source: &str,
+            ) -> StoreResult<Option<PluginRevision>> {
+                let row: Option<PluginRevisionRow> = sqlx::query_as(
+                    "SELECT * FROM plugin_revisions WHERE slot = $1 AND source = $2
+                     ORDER BY revision DESC LIMIT 1",
+                )
+                .bind(slot)
+                .bind(source)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(PluginRevision::try_from).transpose()
+            }
+
+            async fn plugin_revisions(
+                &self,
+                slot: &str,
+                before: Option<i64>,
+                limit: u32,
+            ) -> StoreResult<Vec<PluginRevision>> {
+                let rows: Vec<PluginRevisionRow> = sqlx::query_as(
+                    "SELECT * FROM plugin_revisions
+                     WHERE slot = $1 AND ($2 IS NULL OR revision < $2)
+                     ORDER BY revision DESC LIMIT $3",
+                )
+                .bind(slot)
+                .bind(before)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(PluginRevision::try_from).collect()
+            }
+
+            async fn referenced_plugin_modules(&self) -> StoreResult<Vec<String>> {
+                // Few revisions, changed by hand: reading every distinct chain is cheap and
+                // spares two dialects of JSON table functions.
+                let chains: Vec<String> =
+                    sqlx::query_scalar("SELECT DISTINCT chain FROM plugin_revisions")
+                        .fetch_all(&self.pool)
+                        .await?;
+                let mut modules = std::collections::BTreeSet::new();
+                for chain in &chains {
+                    modules.extend($crate::store::rows::chain_modules(chain)?);
+                }
+                Ok(modules.into_iter().collect())
+            }
+
+            async fn insert_plugin_decisions(&self, batch: &[PluginDecision]) -> StoreResult<()> {
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin_write().await?;
+                for chunk in batch.chunks($crate::store::DECISION_ROWS_PER_STATEMENT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO plugin_decisions
+                           (id, at, slot, plugin_name, plugin_sha256, verdict, reason, shadow, actor_id,
+                            course_id, room_id, session_id, subject_id, request_id, content_sha256) ",
+                    );
+                    insert.push_values(chunk, |mut row, d| {
+                        row.push_bind(d.id)
+                            .push_bind(d.at)
+                            .push_bind(&d.slot)
+                            .push_bind(&d.plugin_name)
+                            .push_bind(&d.plugin_sha256)
+                            .push_bind(&d.verdict)
+                            .push_bind(&d.reason)
+                            .push_bind(d.shadow)
+                            .push_bind(&d.actor_id)
+                            .push_bind(&d.course_id)
+                            .push_bind(&d.room_id)
+                            .push_bind(&d.session_id)
+                            .push_bind(&d.subject_id)
+                            .push_bind(&d.request_id)
+                            .push_bind(&d.content_sha256);
+                    });
+                    insert.push(" ON CONFLICT (id) DO NOTHING");
+                    // As for messages: every batch size is its own statement text, so only
+                    // single rows stay prepared.
+                    insert.build().persistent(chunk.len() == 1).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn plugin_decisions(&self, query: &DecisionQuery) -> StoreResult<Vec<PluginDecision>> {
+                // Only the filters given reach the SQL, so each query can use the index of
+                // its most selective filter ("$1 IS NULL OR slot = $1" would defeat them).
+                let mut select = sqlx::QueryBuilder::<$db>::new("SELECT * FROM plugin_decisions WHERE 1 = 1");
+                if let Some(slot) = &query.slot {
+                    select.push(" AND slot = ").push_bind(slot);
+                }
+                if let Some(verdict) = &query.verdict {
+                    select.push(" AND verdict = ").push_bind(verdict);
+                }
+                if let Some(sha256) = &query.plugin_sha256 {
+                    select.push(" AND plugin_sha256 = ").push_bind(sha256);
+                }
+                if let Some(shadow) = query.shadow {
+                    select.push(" AND shadow = ").push_bind(shadow);
+                }
+                if let Some(since) = query.since {
+                    select.push(" AND at >= ").push_bind(since);
+                }
+                if let Some(until) = query.until {
+                    select.push(" AND at < ").push_bind(until);
+                }
+                if let Some(before) = query.before_id {
+                    select.push(" AND id < ").push_bind(before);
+                }
+                select.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(query.limit));
+                // An admin's occasional query in up to 128 shapes: not worth a place in each
+                // connection's statement cache, where it would push out the hot statements.
+                let rows: Vec<PluginDecision> =
+                    select.build_query_as().persistent(false).fetch_all(&self.pool).await?;
+                Ok(rows)
+            }
+
+            async fn prune_plugin_decisions(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+                let pruned = sqlx::query("DELETE FROM plugin_decisions WHERE at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(pruned)
+            }
         }
     };
 }
