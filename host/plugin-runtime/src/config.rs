@@ -8,7 +8,10 @@
 //! max_instances = 256      # live plugin instances, all plugins together
 //! max_memory_mib = 64      # no plugin's memory limit may exceed this
 //! pool_size = 8            # idle instances kept per plugin
-//! cache_dir = "data/plugin-cache"   # precompiled code; relative to this file
+//! breaker_failures = 5     # consecutive failures that open a plugin's circuit (0: never)
+//! breaker_backoff_ms = 1000       # first wait before a probe call; doubles per failed probe
+//! breaker_max_backoff_ms = 30000  # ceiling of that wait
+//! shadow_queue = 1024      # shadow calls waiting to run; beyond it they are dropped, counted
 //!
 //! # Defaults for every plugin; each plugin may override any of them.
 //! [limits]
@@ -30,7 +33,11 @@
 //! failure = "fail-open"                 # overrides the slot's mode for this plugin
 //! limits = { deadline_ms = 50 }
 //! config = { blocked = ["buy followers"] }
+//! sha256 = "3f1c…"                      # optional: refuse the file if its bytes differ
 //! ```
+//!
+//! Where precompiled code is cached is the server's setting (`plugin_cache_dir`), not this
+//! file's.
 //!
 //! A slot whose section, or whose `plugins` key, is missing runs its builtin plugin with
 //! its default configuration; `plugins = []` runs none (everything is allowed). With no
@@ -154,32 +161,13 @@ impl PluginsConfig {
         }
         let mut names = HashSet::new();
         for slot in Slot::ALL {
-            for spec in self.chain(slot) {
-                if let PluginSource::Builtin(builtin) = &spec.source
-                    && builtin.slot() != slot
-                {
-                    return Err(LoadError::Config(format!(
-                        "`builtin:{}` is a {} plugin and cannot run in the {slot} slot",
-                        builtin.as_str(),
-                        builtin.slot()
-                    )));
-                }
-                let name = spec.name();
+            let spec = self.chain_spec(slot);
+            spec.validate(slot, engine)?;
+            for plugin in &spec.plugins {
+                let name = plugin.name();
                 if !names.insert(name.clone()) {
                     return Err(LoadError::Config(format!(
                         "two plugins are named `{name}`; give one a distinct `name`"
-                    )));
-                }
-                let limits = self.limits.merged(&spec.limits).resolve();
-                if limits.deadline.is_zero() {
-                    return Err(LoadError::Config(format!(
-                        "plugin `{name}`: deadline_ms must be at least 1"
-                    )));
-                }
-                if limits.memory_bytes > engine.max_memory_bytes() {
-                    return Err(LoadError::Config(format!(
-                        "plugin `{name}`: memory_mib exceeds engine.max_memory_mib ({})",
-                        engine.max_memory_mib
                     )));
                 }
             }
@@ -187,12 +175,99 @@ impl PluginsConfig {
         Ok(())
     }
 
+    /// The slot's chain, ready to prepare: file paths resolved, the file's default limits
+    /// and the slot's failure mode attached.
+    pub fn chain_spec(&self, slot: Slot) -> ChainSpec {
+        let plugins = self
+            .chain(slot)
+            .into_iter()
+            .map(|mut spec| {
+                if let PluginSource::File(path) = &spec.source {
+                    // Keep the name the relative path gives, then make the path absolute.
+                    spec.name = Some(spec.name());
+                    spec.source = PluginSource::File(self.resolve_path(path));
+                }
+                spec
+            })
+            .collect();
+        ChainSpec {
+            failure: self.slot(slot).failure,
+            limits: self.limits,
+            plugins,
+        }
+    }
+
     pub(crate) fn fuel_wanted(&self) -> bool {
-        Slot::ALL.iter().any(|&slot| {
-            self.chain(slot)
-                .iter()
-                .any(|s| self.limits.merged(&s.limits).fuel.is_some())
-        })
+        Slot::ALL
+            .iter()
+            .any(|&slot| self.chain_spec(slot).fuel_wanted())
+    }
+}
+
+/// One slot's chain as asked for, by a file or through the admin API.
+#[derive(Clone, Debug, Default)]
+pub struct ChainSpec {
+    /// The slot's failure mode, for plugins that do not set their own.
+    pub failure: FailureMode,
+    /// Limits for plugins that do not set their own (the file's `[limits]`).
+    pub limits: LimitsConfig,
+    /// The plugins, asked in order.
+    pub plugins: Vec<PluginSpec>,
+}
+
+impl ChainSpec {
+    /// Checks the chain on its own: builtins in their own slot, distinct names, limits
+    /// within the engine's bounds.
+    pub fn validate(&self, slot: Slot, engine: &EngineConfig) -> Result<(), LoadError> {
+        let mut names = HashSet::new();
+        for spec in &self.plugins {
+            if let PluginSource::Builtin(builtin) = &spec.source
+                && builtin.slot() != slot
+            {
+                return Err(LoadError::Config(format!(
+                    "`builtin:{}` is a {} plugin and cannot run in the {slot} slot",
+                    builtin.as_str(),
+                    builtin.slot()
+                )));
+            }
+            let name = spec.name();
+            if name.trim().is_empty() || name.len() > 64 {
+                return Err(LoadError::Config(format!(
+                    "plugin name `{name}` must have 1 to 64 characters"
+                )));
+            }
+            if !names.insert(name.clone()) {
+                return Err(LoadError::Config(format!(
+                    "two plugins are named `{name}`; give one a distinct `name`"
+                )));
+            }
+            let limits = self.limits.merged(&spec.limits).resolve();
+            if limits.deadline.is_zero() {
+                return Err(LoadError::Config(format!(
+                    "plugin `{name}`: deadline_ms must be at least 1"
+                )));
+            }
+            if limits.memory_bytes > engine.max_memory_bytes() {
+                return Err(LoadError::Config(format!(
+                    "plugin `{name}`: memory_mib exceeds engine.max_memory_mib ({})",
+                    engine.max_memory_mib
+                )));
+            }
+            if let Some(sha256) = &spec.sha256
+                && (sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(LoadError::Config(format!(
+                    "plugin `{name}`: sha256 must be 64 hexadecimal digits"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fuel_wanted(&self) -> bool {
+        self.plugins
+            .iter()
+            .any(|s| self.limits.merged(&s.limits).fuel.is_some())
     }
 }
 
@@ -209,11 +284,19 @@ pub struct EngineConfig {
     /// Ceiling for any plugin's `memory_mib`.
     pub max_memory_mib: u64,
     /// Idle instances kept per plugin for reuse; concurrent calls beyond this instantiate
-    /// extra instances, dropped after use.
+    /// extra instances, dropped after use. A chain being activated fills its pools first.
     pub pool_size: u32,
-    /// Where precompiled plugins are cached, keyed by content hash, so that a restart does
-    /// not compile again. Relative to the file's folder. No cache when unset.
-    pub cache_dir: Option<PathBuf>,
+    /// Consecutive failed calls that open a plugin's circuit: while open, its failure mode
+    /// applies without calling it. 0 disables the breaker.
+    pub breaker_failures: u32,
+    /// How long an open circuit waits before one probe call, in milliseconds; doubled
+    /// after each failed probe.
+    pub breaker_backoff_ms: u64,
+    /// The longest such wait, in milliseconds.
+    pub breaker_max_backoff_ms: u64,
+    /// Shadow calls waiting to run; a call finding the queue full is not run in shadow
+    /// (counted as dropped).
+    pub shadow_queue: usize,
 }
 
 impl Default for EngineConfig {
@@ -223,15 +306,41 @@ impl Default for EngineConfig {
             max_instances: 256,
             max_memory_mib: 64,
             pool_size: 8,
-            cache_dir: None,
+            breaker_failures: 5,
+            breaker_backoff_ms: 1000,
+            breaker_max_backoff_ms: 30_000,
+            shadow_queue: 1024,
         }
     }
 }
 
 impl EngineConfig {
+    pub(crate) fn breaker(&self) -> BreakerConfig {
+        BreakerConfig {
+            failures: self.breaker_failures,
+            backoff: Duration::from_millis(self.breaker_backoff_ms.max(1)),
+            max_backoff: Duration::from_millis(
+                self.breaker_max_backoff_ms
+                    .max(self.breaker_backoff_ms)
+                    .max(1),
+            ),
+        }
+    }
+
     pub(crate) fn max_memory_bytes(&self) -> usize {
         usize::try_from(self.max_memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
     }
+}
+
+/// When a plugin's circuit opens and how long it stays open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open it; 0 never does.
+    pub failures: u32,
+    /// First wait before a probe.
+    pub backoff: Duration,
+    /// Longest wait.
+    pub max_backoff: Duration,
 }
 
 /// What a failing plugin (trap, timeout, memory or fuel exhausted) means for its slot.
@@ -287,6 +396,10 @@ pub struct PluginSpec {
     /// The plugin's own configuration, handed to it as a JSON object.
     #[serde(default)]
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// The SHA-256 the module's bytes must have (lowercase hex); a file whose bytes differ
+    /// is refused.
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 impl PluginSpec {
@@ -298,7 +411,14 @@ impl PluginSpec {
             failure: None,
             limits: LimitsConfig::default(),
             config: serde_json::Map::new(),
+            sha256: None,
         }
+    }
+
+    /// Pins the module's SHA-256.
+    pub fn with_sha256(mut self, sha256: impl Into<String>) -> Self {
+        self.sha256 = Some(sha256.into());
+        self
     }
 
     /// Sets the plugin's configuration; `config` must be a JSON object.

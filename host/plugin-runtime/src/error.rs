@@ -62,9 +62,59 @@ pub enum LoadError {
         /// The cause.
         reason: String,
     },
+    /// The component exports its world at a WIT version this server does not provide.
+    #[error("plugin `{plugin}`: {reason}")]
+    UnsupportedWitVersion {
+        /// The plugin.
+        plugin: String,
+        /// Which version it was built against and which ones the server provides.
+        reason: String,
+    },
+    /// The module's bytes are not the ones its configuration pinned.
+    #[error("plugin `{plugin}` has SHA-256 {actual}, but its configuration pins {expected}")]
+    HashMismatch {
+        /// The plugin.
+        plugin: String,
+        /// The pinned hash.
+        expected: String,
+        /// The hash of the bytes found.
+        actual: String,
+    },
+    /// The plugin started but failed the smoke call made with its configuration.
+    #[error("plugin `{plugin}` failed a first call with its configuration: {kind}")]
+    ConfigRejected {
+        /// The plugin.
+        plugin: String,
+        /// How the call failed.
+        kind: FailureKind,
+    },
     /// The WebAssembly engine could not be set up.
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
+}
+
+impl LoadError {
+    /// The short machine code of the admin API's `details.reason` for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoadError::Config(_) | LoadError::Engine(_) => "invalid_chain",
+            LoadError::Io { .. } => "unknown_module",
+            LoadError::InvalidComponent { .. } => "not_wasm",
+            LoadError::ForbiddenImport { .. } => "forbidden_import",
+            LoadError::WrongWorld { .. } => "wrong_world",
+            LoadError::UnsupportedWitVersion { .. } => "unsupported_wit_version",
+            LoadError::Instantiate { .. } | LoadError::ConfigRejected { .. } => "config_rejected",
+            LoadError::HashMismatch { .. } => "hash_mismatch",
+        }
+    }
+
+    /// The refused imports, for `details.imports`.
+    pub fn imports(&self) -> &[String] {
+        match self {
+            LoadError::ForbiddenImport { imports, .. } => imports,
+            _ => &[],
+        }
+    }
 }
 
 /// What went wrong in a plugin call.
@@ -81,9 +131,25 @@ pub enum FailureKind {
     Fuel,
     /// No instance could be made (all instance slots busy, or instantiation failed).
     Unavailable,
+    /// The plugin answered something the host's rules forbid (a rewrite too long or empty,
+    /// a payload that is not JSON, a file name with a slash).
+    Invalid,
+    /// The plugin's circuit is open after repeated failures; it was not called.
+    CircuitOpen,
 }
 
 impl FailureKind {
+    /// Every kind, in a stable order.
+    pub const ALL: [FailureKind; 7] = [
+        FailureKind::Trap,
+        FailureKind::Timeout,
+        FailureKind::Memory,
+        FailureKind::Fuel,
+        FailureKind::Unavailable,
+        FailureKind::Invalid,
+        FailureKind::CircuitOpen,
+    ];
+
     /// The label used in metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -92,6 +158,8 @@ impl FailureKind {
             FailureKind::Memory => "memory",
             FailureKind::Fuel => "fuel",
             FailureKind::Unavailable => "unavailable",
+            FailureKind::Invalid => "invalid",
+            FailureKind::CircuitOpen => "circuit_open",
         }
     }
 }
@@ -104,6 +172,8 @@ impl fmt::Display for FailureKind {
             FailureKind::Memory => "it exceeded its memory limit",
             FailureKind::Fuel => "it ran out of fuel",
             FailureKind::Unavailable => "no instance was available",
+            FailureKind::Invalid => "it answered what the server's rules forbid",
+            FailureKind::CircuitOpen => "it failed repeatedly and is paused",
         })
     }
 }

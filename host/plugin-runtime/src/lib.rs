@@ -48,6 +48,7 @@
 //! with an error naming the import; the stdio/exit/environment interfaces that Rust's
 //! `wasm32-wasip2` standard library always imports are linked to functions that trap.
 
+pub mod audit;
 pub mod builtin;
 pub mod config;
 mod engine;
@@ -55,18 +56,25 @@ pub mod error;
 pub mod fixtures;
 pub mod inspect;
 pub mod kv;
+pub mod status;
 pub mod types;
 mod wasm;
 
+pub use audit::{Decision, DecisionSink, NoAudit};
 pub use config::{
-    Builtin, FailureMode, Limits, LimitsConfig, PluginSource, PluginSpec, PluginsConfig,
+    BreakerConfig, Builtin, ChainSpec, EngineConfig, FailureMode, Limits, LimitsConfig,
+    PluginSource, PluginSpec, PluginsConfig,
 };
 pub use engine::{
-    CALL_DURATION_SECONDS, CALLS_TOTAL, FAILED_OPEN_TOTAL, PluginInfo, PolicyEngine,
-    PolicyEngineBuilder,
+    CALL_DURATION_SECONDS, CALLS_TOTAL, FAILED_OPEN_TOTAL, HostRules, PluginInfo, PolicyEngine,
+    PolicyEngineBuilder, PreparedChain,
 };
 pub use error::{FailureKind, LoadError, PolicyFailure};
 pub use kv::{KvError, KvStore, MemoryKv};
+pub use status::{
+    Activation, CircuitState, DisagreementSample, PluginStats, PluginStatus, ShadowStatus,
+    SlotStatus, VerdictSummary,
+};
 pub use types::{
     FileFinish, FilePrecheck, FileVerdict, JoinCheck, JoinVerdict, MessageEvent,
     ModerationDecision, ModerationInput, ModerationVerdict, PolicyContext, Refusal, Role,

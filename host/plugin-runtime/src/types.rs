@@ -71,6 +71,9 @@ pub struct PolicyContext {
     pub room_id: Option<String>,
     /// The live session, when the request belongs to one.
     pub session_id: Option<String>,
+    /// The thing judged, when the server knows its id (the message edited, the file
+    /// uploaded); the decision audit records it.
+    pub subject_id: Option<String>,
     /// When the server received the request. Plugins have no clock; this is their time.
     pub at: SystemTime,
 }
@@ -89,6 +92,7 @@ impl PolicyContext {
             course_id: None,
             room_id: None,
             session_id: None,
+            subject_id: None,
             at: SystemTime::now(),
         }
     }

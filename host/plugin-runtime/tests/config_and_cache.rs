@@ -12,6 +12,7 @@ const EXAMPLE: &str = r#"
 [engine]
 epoch_tick_ms = 2
 max_instances = 16
+pool_size = 2
 
 [limits]
 deadline_ms = 40
@@ -132,7 +133,7 @@ fn relative_sources_resolve_from_the_file() {
     std::fs::copy(fixtures::TEMPLATE, dir.path().join("filter.wasm")).unwrap();
     std::fs::write(
         dir.path().join("plugins.toml"),
-        "[engine]\nmax_instances = 16\ncache_dir = \"cache\"\n[[chat.plugins]]\nsource = \"filter.wasm\"\nconfig = { blocked = [\"buy followers\"] }\n[files]\nplugins = []\n[signaling]\nplugins = []\n",
+        "[engine]\nmax_instances = 16\npool_size = 2\n[[chat.plugins]]\nsource = \"filter.wasm\"\nconfig = { blocked = [\"buy followers\"] }\n[files]\nplugins = []\n[signaling]\nplugins = []\n",
     )
     .unwrap();
     let config = PluginsConfig::load(&dir.path().join("plugins.toml")).unwrap();
@@ -147,9 +148,14 @@ fn relative_sources_resolve_from_the_file() {
         matches!(decision, ModerationDecision::Reject(ref r) if r.code == "blocked_phrase"),
         "{decision:?}"
     );
+}
+
+#[test]
+fn the_cache_dir_is_the_servers_setting_not_the_files() {
+    let error = PluginsConfig::from_toml("[engine]\ncache_dir = \"cache\"\n", None).unwrap_err();
     assert!(
-        dir.path().join("cache").read_dir().unwrap().count() == 1,
-        "the cache dir is relative to the file"
+        error.to_string().contains("unknown field `cache_dir`"),
+        "{error}"
     );
 }
 
@@ -159,6 +165,7 @@ fn precompiled_artifacts_are_reused_across_restarts() {
     let build = || {
         let mut config = PluginsConfig::default();
         config.engine.max_instances = 16;
+        config.engine.pool_size = 2;
         PolicyEngine::builder(config)
             .cache_dir(dir.path())
             .build()

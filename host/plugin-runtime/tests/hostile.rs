@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{builtin, ctx, engine, file, fixture, only};
+use common::{builtin, builtin_with, ctx, engine, file, fixture, only};
 use lyceum_plugin_runtime::{
     FailureKind, FailureMode, KvError, KvStore, LimitsConfig, LoadError, MemoryKv,
     ModerationDecision, ModerationInput, PluginSource, PluginSpec, PolicyEngine, PolicyFailure,
@@ -95,7 +95,9 @@ impl KvStore for SlowStore {
 
 #[test]
 fn time_not_spent_running_is_not_a_timeout() {
-    let mut config = only(Slot::Chat, vec![builtin(Slot::Chat)]);
+    // The default plugin touches the store only for a configured rate limit.
+    let limited = builtin_with(Slot::Chat, json!({ "rate_limit": {} }));
+    let mut config = only(Slot::Chat, vec![limited]);
     config.limits.deadline_ms = Some(30);
     let engine = PolicyEngine::builder(config)
         .kv_store(Arc::new(SlowStore(MemoryKv::new())))
@@ -185,16 +187,20 @@ fn slow_but_within_limits_is_allowed() {
     );
 
     // The same work with a deadline shorter than it needs is interrupted: the limit, not
-    // luck, is what let the call above through.
-    let strict = engine_for(slow(3_000_000_000, 10));
-    assert_eq!(
-        say(&strict, "hurry").unwrap_err().kind,
-        FailureKind::Timeout
+    // luck, is what let the call above through. It is interrupted before it takes any
+    // traffic: the smoke call made with its configuration at load runs out of time.
+    let strict = PolicyEngine::builder(only(Slot::Chat, vec![slow(3_000_000_000, 10)])).build();
+    assert!(
+        matches!(
+            strict,
+            Err(LoadError::ConfigRejected {
+                kind: FailureKind::Timeout,
+                ..
+            })
+        ),
+        "{:?}",
+        strict.err()
     );
-}
-
-fn engine_for(spec: PluginSpec) -> PolicyEngine {
-    engine(Slot::Chat, vec![spec])
 }
 
 #[test]
@@ -287,11 +293,6 @@ fn corrupt_files_are_refused_with_clear_errors() {
                 .collect(),
             "not a valid WebAssembly component",
         ),
-        (
-            "core.wasm",
-            b"\0asm\x01\0\0\0".to_vec(),
-            "core WebAssembly module, not a component",
-        ),
     ];
     for (name, bytes, expected) in cases {
         let path = dir.path().join(name);
@@ -303,6 +304,13 @@ fn corrupt_files_are_refused_with_clear_errors() {
         );
         assert!(error.to_string().contains(expected), "{name}: {error}");
     }
+
+    // A core module is WebAssembly, but not of any policy world until it is a component.
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let error = load_error(file(core.to_str().unwrap()));
+    assert!(matches!(error, LoadError::WrongWorld { .. }), "{error:?}");
+    assert!(error.to_string().contains("wasm-tools component new"), "{error}");
 
     let missing = load_error(file(dir.path().join("absent.wasm").to_str().unwrap()));
     assert!(matches!(missing, LoadError::Io { .. }), "{missing:?}");

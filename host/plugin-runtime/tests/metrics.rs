@@ -78,6 +78,7 @@ fn outcomes_are_counted_per_slot_plugin_and_outcome() {
         ],
     );
     config.engine.max_instances = 16;
+    config.engine.pool_size = 2;
     let engine = PolicyEngine::builder(config).build().unwrap();
     let say = |text: &str| {
         engine

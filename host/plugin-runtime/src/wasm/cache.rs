@@ -10,13 +10,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::path::PathBuf;
 
-use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
-
-pub(crate) fn content_hash(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
 pub(crate) struct ArtifactCache {
     dir: PathBuf,
@@ -54,6 +49,26 @@ impl ArtifactCache {
                 tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "discarding unusable precompiled plugin");
                 let _ = std::fs::remove_file(&path);
                 None
+            }
+        }
+    }
+
+    /// Removes artifacts of modules not in `keep` (of any engine version).
+    pub(crate) fn retain(&self, keep: &std::collections::HashSet<String>) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Some(stem) = name.strip_suffix(".cwasm") else {
+                continue;
+            };
+            let sha256 = stem.split_once('-').map_or(stem, |(sha, _)| sha);
+            if !keep.contains(sha256)
+                && let Err(e) = std::fs::remove_file(entry.path())
+            {
+                tracing::warn!(path = %entry.path().display(), error = %e, "could not evict a precompiled plugin");
             }
         }
     }

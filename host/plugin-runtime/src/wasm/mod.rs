@@ -7,7 +7,7 @@ mod deadline;
 mod host;
 pub(crate) mod since_v0_1_0;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -22,46 +22,22 @@ use self::host::HostState;
 use self::since_v0_1_0 as v0_1_0;
 use crate::config::{EngineConfig, Limits};
 use crate::error::{FailureKind, LoadError};
-use crate::kv::KvStore;
+use crate::inspect::{self, CheckReason, PROVIDED, is_inert_wasi};
+use crate::kv::{KvStore, MemoryKv};
 use crate::types::{
     FileFinish, FilePrecheck, FileVerdict, JoinCheck, JoinVerdict, MessageEvent, ModerationInput,
     ModerationVerdict, PolicyContext, Refusal, Role, SessionState, SignalCheck, SignalKind,
     SignalVerdict, Slot,
 };
 
-/// Interfaces the host implements, by full name.
-const PROVIDED: &[&str] = &[
-    "lyceum:policy/types@0.1.0",
-    "lyceum:policy/log@0.1.0",
-    "lyceum:policy/config@0.1.0",
-    "lyceum:policy/kv@0.1.0",
-];
-
-/// WASI interfaces that Rust's `wasm32-wasip2` standard library imports into every component
-/// whether or not the plugin uses them (stdio for panic messages, exit, environment). They
-/// are linked to functions that trap, so a plugin calling one fails that call; every other
-/// WASI interface (filesystem, sockets, clocks, random, http, ...) is refused at load.
-const INERT_WASI: &[&str] = &[
-    "wasi:io/error",
-    "wasi:io/poll",
-    "wasi:io/streams",
-    "wasi:cli/environment",
-    "wasi:cli/exit",
-    "wasi:cli/stdin",
-    "wasi:cli/stdout",
-    "wasi:cli/stderr",
-    "wasi:cli/terminal-input",
-    "wasi:cli/terminal-output",
-    "wasi:cli/terminal-stdin",
-    "wasi:cli/terminal-stdout",
-    "wasi:cli/terminal-stderr",
-];
-
 /// The engine all plugins share, with its epoch ticker.
 pub(crate) struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     cache: Option<ArtifactCache>,
+    /// Compiled code of modules that passed every check, by SHA-256, so that activating a
+    /// revision again (a rollback) does not compile again.
+    compiled: Mutex<HashMap<String, Component>>,
     tick: Duration,
     fuel_enabled: bool,
     pool_size: usize,
@@ -127,6 +103,7 @@ impl Runtime {
             engine,
             linker,
             cache,
+            compiled: Mutex::new(HashMap::new()),
             tick,
             fuel_enabled,
             pool_size: usize::try_from(config.pool_size).unwrap_or(usize::MAX),
@@ -134,13 +111,17 @@ impl Runtime {
         })
     }
 
-    /// Compiles (or loads precompiled) `bytes`, checks its imports and exports against the
-    /// slot's world and starts one instance, so every load-time problem surfaces here.
+    /// Checks `bytes` against the pinned hash and the slot's world, compiles it (or takes
+    /// compiled code from a cache), starts an instance, makes a smoke call with the plugin's
+    /// configuration and fills the instance pool, so that every problem surfaces here and
+    /// the first real call finds a warm instance.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn load(
         &self,
         slot: Slot,
         name: &str,
         bytes: &[u8],
+        pinned: Option<&str>,
         plugin_config: &serde_json::Map<String, serde_json::Value>,
         limits: Limits,
         kv: Arc<dyn KvStore>,
@@ -149,30 +130,48 @@ impl Runtime {
             plugin: name.to_owned(),
             reason,
         };
-        if bytes.len() >= 8 && bytes.starts_with(b"\0asm") && bytes[4..8] == [1, 0, 0, 0] {
-            return Err(invalid(
-                "it is a core WebAssembly module, not a component; build for wasm32-wasip2 \
-                 or wrap it with `wasm-tools component new`"
-                    .into(),
-            ));
+        // Everything that can be refused without compiling is refused first.
+        let info = inspect::inspect(bytes, Some(slot)).map_err(|e| match e.reason {
+            CheckReason::ForbiddenImport => LoadError::ForbiddenImport {
+                plugin: name.to_owned(),
+                imports: e.imports,
+            },
+            CheckReason::WrongWorld => LoadError::WrongWorld {
+                plugin: name.to_owned(),
+                world: slot.world(),
+                reason: e.message,
+            },
+            CheckReason::UnsupportedWitVersion => LoadError::UnsupportedWitVersion {
+                plugin: name.to_owned(),
+                reason: e.message,
+            },
+            _ => invalid(e.message),
+        })?;
+        let sha256 = info.sha256.clone();
+        if let Some(expected) = pinned
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(LoadError::HashMismatch {
+                plugin: name.to_owned(),
+                expected: expected.to_ascii_lowercase(),
+                actual: sha256,
+            });
         }
-
-        let sha256 = cache::content_hash(bytes);
-        let cached = self
-            .cache
-            .as_ref()
-            .and_then(|c| c.load(&self.engine, &sha256));
+        let in_memory = self
+            .compiled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&sha256)
+            .cloned();
+        let cached = in_memory.or_else(|| {
+            self.cache
+                .as_ref()
+                .and_then(|c| c.load(&self.engine, &sha256))
+        });
         let from_cache = cached.is_some();
         let component = match cached {
             Some(component) => component,
-            None => {
-                let component =
-                    Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
-                if let Some(cache) = &self.cache {
-                    cache.store(&sha256, &component);
-                }
-                component
-            }
+            None => Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?,
         };
 
         let component_type = component.component_type();
@@ -234,6 +233,9 @@ impl Runtime {
         });
 
         let loaded = Loaded {
+            abi: info.abi.as_str(),
+            wit_version: info.wit_version(),
+            slot,
             engine: self.engine.clone(),
             pre,
             data,
@@ -245,14 +247,39 @@ impl Runtime {
             pool: Mutex::new(Vec::new()),
             pool_size: self.pool_size,
             from_cache,
-            sha256,
+            sha256: sha256.clone(),
         };
         let first = loaded.instantiate().map_err(|e| LoadError::Instantiate {
             plugin: name.to_owned(),
             reason: format!("{e:#}"),
         })?;
         loaded.release(first);
+        loaded.smoke().map_err(|kind| LoadError::ConfigRejected {
+            plugin: name.to_owned(),
+            kind,
+        })?;
+        loaded.prewarm();
+
+        // Only code that passed every check is kept for reuse.
+        if !from_cache && let Some(cache) = &self.cache {
+            cache.store(&sha256, &component);
+        }
+        self.compiled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(sha256, component);
         Ok(loaded)
+    }
+
+    /// Forgets compiled code of modules not in `keep`, in memory and on disk.
+    pub(crate) fn retain_compiled(&self, keep: &HashSet<String>) {
+        self.compiled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|sha256, _| keep.contains(sha256));
+        if let Some(cache) = &self.cache {
+            cache.retain(keep);
+        }
     }
 }
 
@@ -262,13 +289,6 @@ impl Drop for Runtime {
             ticker.stop();
         }
     }
-}
-
-fn is_inert_wasi(import: &str) -> bool {
-    let Some((interface, version)) = import.split_once('@') else {
-        return false;
-    };
-    version.starts_with("0.2.") && INERT_WASI.contains(&interface)
 }
 
 /// Epoch ticks to allow for `deadline`: the tick in progress when the call starts may end
@@ -334,6 +354,9 @@ struct Instance {
 /// reliably: an instance that failed is dropped, never reused, and concurrent calls use
 /// different instances. Plugins keep state that matters in the host store.
 pub(crate) struct Loaded {
+    pub(crate) abi: &'static str,
+    pub(crate) wit_version: String,
+    slot: Slot,
     engine: Engine,
     pre: Pre,
     data: Arc<host::PluginData>,
@@ -350,13 +373,12 @@ pub(crate) struct Loaded {
 
 impl Loaded {
     fn instantiate(&self) -> wasmtime::Result<Instance> {
+        self.instantiate_with(self.kv.clone())
+    }
+
+    fn instantiate_with(&self, kv: Arc<dyn KvStore>) -> wasmtime::Result<Instance> {
         let overtime = Overtime::new(self.deadline_ticks, self.tick);
-        let state = HostState::new(
-            self.data.clone(),
-            self.kv.clone(),
-            self.limits.memory_bytes,
-            overtime,
-        );
+        let state = HostState::new(self.data.clone(), kv, self.limits.memory_bytes, overtime);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state);
         store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().overtime.on_deadline()));
@@ -372,6 +394,89 @@ impl Loaded {
             Pre::Signaling(pre) => Exports::Signaling(pre.instantiate(&mut store)?),
         };
         Ok(Instance { store, exports })
+    }
+
+    /// Fills the pool, so that a chain being activated serves its first calls as fast as
+    /// later ones. Best effort: a failure here only means a colder start.
+    fn prewarm(&self) {
+        let idle = self
+            .pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        for _ in idle..self.pool_size {
+            match self.instantiate() {
+                Ok(instance) => self.release(instance),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// One call with the plugin's configuration on a harmless input, in an instance of its
+    /// own with a throwaway key-value store, so that a plugin that cannot work with its
+    /// configuration is refused before it takes traffic. Its verdict does not matter.
+    fn smoke(&self) -> Result<(), FailureKind> {
+        let mut instance = self
+            .instantiate_with(Arc::new(MemoryKv::new()))
+            .map_err(|_| FailureKind::Trap)?;
+        let Instance { store, exports } = &mut instance;
+        store.set_epoch_deadline(self.deadline_ticks);
+        if self.fuel_enabled {
+            store
+                .set_fuel(self.limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|_| FailureKind::Unavailable)?;
+        }
+        store.data_mut().begin_call();
+        let ctx = PolicyContext::new("smoke-test", "smoke-test", Role::Student);
+        let result = match (self.slot, &*exports) {
+            (Slot::Chat, Exports::Chat(bindings)) => {
+                use v0_1_0::chat::exports::lyceum::policy::moderation::{Message, MessageEvent};
+                let message = Message {
+                    room_id: "smoke-test",
+                    message_id: None,
+                    event: MessageEvent::Send,
+                    content: "Hello, class.",
+                    reply_to: None,
+                    attachment_count: 0,
+                };
+                bindings
+                    .lyceum_policy_moderation()
+                    .call_moderate(&mut *store, context(&ctx), message)
+                    .map(drop)
+            }
+            (Slot::Files, Exports::Files(bindings)) => {
+                use v0_1_0::files::exports::lyceum::policy::files::UploadHead;
+                let upload = UploadHead {
+                    name: "notes.txt",
+                    folder: None,
+                    declared_type: Some("text/plain"),
+                    declared_size: Some(13),
+                    sniffed_type: Some("text/plain"),
+                    head: b"Hello, class.",
+                };
+                bindings
+                    .lyceum_policy_files()
+                    .call_precheck(&mut *store, context(&ctx), upload)
+                    .map(drop)
+            }
+            (Slot::Signaling, Exports::Signaling(bindings)) => {
+                use v0_1_0::signaling::exports::lyceum::policy::signaling::{
+                    JoinRequest, SessionState as State,
+                };
+                let request = JoinRequest {
+                    session_id: "smoke-test",
+                    state: State::Live,
+                    participant_count: 0,
+                    max_participants: None,
+                };
+                bindings
+                    .lyceum_policy_signaling()
+                    .call_check_join(&mut *store, context(&ctx), request)
+                    .map(drop)
+            }
+            _ => Err(mismatch()),
+        };
+        result.map_err(|e| classify(&e, store.data()))
     }
 
     fn release(&self, instance: Instance) {

@@ -15,6 +15,7 @@ pub fn only(slot: Slot, chain: Vec<PluginSpec>) -> PluginsConfig {
     let mut config = PluginsConfig::default();
     // Tests start many engines; a small pool keeps their address space modest.
     config.engine.max_instances = 32;
+    config.engine.pool_size = 4;
     for s in Slot::ALL {
         config.slot_mut(s).plugins = Some(if s == slot { chain.clone() } else { Vec::new() });
     }
