@@ -79,19 +79,6 @@ const MESSAGE_KEYS: [&str; 12] = [
     "senderName",
 ];
 
-/// The builtin moderation plugin with its own per-user rate limit off, so that only the
-/// server's token bucket limits senders.
-const UNLIMITED_MODERATION: &str = r#"
-[chat]
-failure = "fail-closed"
-
-[[chat.plugins]]
-source = "builtin:chat-moderation"
-
-[chat.plugins.config]
-rate_limit = { messages = 0, window_seconds = 10, exempt_roles = [] }
-"#;
-
 /// Word lists for each of the plugin's three actions.
 const WORD_LISTS: &str = r#"
 [chat]
@@ -99,9 +86,6 @@ failure = "fail-closed"
 
 [[chat.plugins]]
 source = "builtin:chat-moderation"
-
-[chat.plugins.config]
-rate_limit = { messages = 0, window_seconds = 10, exempt_roles = [] }
 
 [[chat.plugins.config.lists]]
 name = "banned"
@@ -133,7 +117,17 @@ fn small_pool(backend: Backend, config: &mut Config) {
 
 /// A server with the default configuration (but a small PostgreSQL pool).
 async fn start(backend: Backend) -> TestServer {
-    TestServer::start_with(backend, |config| small_pool(backend, config)).await
+    start_adjusted(backend, |_| {}).await
+}
+
+/// A server with the default plugins, whose moderation adds no rate limit to the server's
+/// own, and the settings `adjust` changes (and a small PostgreSQL pool).
+async fn start_adjusted(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestServer {
+    TestServer::start_with(backend, |config| {
+        small_pool(backend, config);
+        adjust(config);
+    })
+    .await
 }
 
 /// Starts a server whose `plugins.toml` (written into the server's own temp dir) is `plugins`.
@@ -159,7 +153,7 @@ async fn start_with_plugins(
 
 /// A server where no rate limit gets in the way of a test's own pace.
 async fn fast_server(backend: Backend) -> TestServer {
-    start_with_plugins(backend, UNLIMITED_MODERATION, |c| {
+    start_adjusted(backend, |c| {
         c.chat_rate_burst = 1000;
         c.chat_rate_per_second = 1000.0;
     })
@@ -1159,7 +1153,7 @@ async fn client_ids_are_required_on_the_socket_optional_over_rest_and_at_most_64
 }
 
 async fn content_must_be_non_blank_and_within_the_configured_length(backend: Backend) {
-    let srv = start_with_plugins(backend, UNLIMITED_MODERATION, |c| {
+    let srv = start_adjusted(backend, |c| {
         c.chat_max_message_chars = 10;
         c.chat_rate_burst = 1000;
         c.chat_rate_per_second = 1000.0;
@@ -1228,7 +1222,7 @@ async fn content_must_be_non_blank_and_within_the_configured_length(backend: Bac
 }
 
 async fn sending_too_fast_is_rate_limited_with_a_retry_delay(backend: Backend) {
-    let srv = start_with_plugins(backend, UNLIMITED_MODERATION, |c| {
+    let srv = start_adjusted(backend, |c| {
         c.chat_rate_burst = 3;
         c.chat_rate_per_second = 0.05;
     })
@@ -2186,7 +2180,7 @@ async fn malformed_socket_payloads_get_error_acks_and_the_socket_stays_usable(ba
 async fn an_oversized_socket_payload_is_refused_and_the_server_keeps_serving(backend: Backend) {
     // 64 KiB for JSON bodies and Socket.IO payloads, but messages long enough that only the
     // payload limit can refuse the big one.
-    let srv = start_with_plugins(backend, UNLIMITED_MODERATION, |c| {
+    let srv = start_adjusted(backend, |c| {
         c.max_json_body = 64 * 1024;
         c.chat_max_message_chars = 1_000_000;
         c.chat_rate_burst = 1000;

@@ -108,7 +108,7 @@ pub async fn send(
     params(("id" = String, Path)), request_body = EditInput,
     responses((status = 200, body = Message), (status = 403, description = "FORBIDDEN: not the sender"),
               (status = 404, description = "NOT_FOUND"), (status = 409, description = "CONFLICT: deleted"),
-              (status = 422, description = "REJECTED_BY_POLICY")))]
+              (status = 422, description = "REJECTED_BY_POLICY"), (status = 429, description = "RATE_LIMITED")))]
 pub async fn edit(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,

@@ -162,10 +162,7 @@ impl SignalingService {
             .await
             .map_err(policy::unavailable)?;
         if let JoinVerdict::Deny(refusal) = verdict {
-            return Err(AppError::RejectedByPolicy {
-                reason: refusal.code,
-                message: refusal.reason,
-            });
+            return Err(policy::refused(refusal));
         }
         self.store
             .insert_participant(uuid::Uuid::now_v7(), session_id, actor.id, socket, now())
@@ -339,10 +336,7 @@ impl SignalingService {
                     ))
                 }
             },
-            SignalVerdict::Drop(refusal) => Err(AppError::RejectedByPolicy {
-                reason: refusal.code,
-                message: refusal.reason,
-            }),
+            SignalVerdict::Drop(refusal) => Err(policy::refused(refusal)),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The chat moderation rules, free of WebAssembly bindings.
 //!
-//! Three checks, in this order: the sender's message rate (through a counter the caller
-//! provides, backed by the host's key-value store), word lists, and links. Word lists match
+//! Three checks, in this order: the sender's message rate when a rate limit is configured
+//! (through a counter the caller provides, backed by the host's key-value store), word
+//! lists, and links. Word lists match
 //! whole words, ignoring case and diacritics and seeing through common disguises: l33t
 //! spelling (`sh1t`, `@ss`), look-alike Cyrillic and Greek letters, separators between
 //! letters (`f.u.c.k`, `f u c k`), stretched letters (`fuuuck`), starred letters (`f*ck`)
@@ -79,6 +80,10 @@ impl Default for LinkPolicy {
     }
 }
 
+/// A per-user message rate, on top of the server's own. Off unless configured: the server
+/// already limits every sender's chat rate, and a second default limit would only refuse
+/// messages the operator never asked to refuse. Configured (`rate_limit = {}` is enough),
+/// the fields below default to 20 messages per 10 s.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimit {
@@ -104,7 +109,8 @@ impl Default for RateLimit {
 pub struct Config {
     pub lists: Vec<WordList>,
     pub links: LinkPolicy,
-    pub rate_limit: RateLimit,
+    /// `None` (the default): no limit of the plugin's own.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for Config {
@@ -132,7 +138,7 @@ impl Default for Config {
                 reason: None,
             }],
             links: LinkPolicy::default(),
-            rate_limit: RateLimit::default(),
+            rate_limit: None,
         }
     }
 }
@@ -213,7 +219,7 @@ pub struct Moderator {
     first_pairs: [u32; 26],
     unfiltered: bool,
     links: LinkPolicy,
-    rate: RateLimit,
+    rate: Option<RateLimit>,
 }
 
 impl Moderator {
@@ -380,7 +386,7 @@ impl Moderator {
         input: &Input<'_>,
         count: &mut dyn FnMut(&str, u64) -> Option<i64>,
     ) -> Option<Decision> {
-        let rate = &self.rate;
+        let rate = self.rate.as_ref()?;
         if rate.messages == 0 || rate.exempt_roles.contains(&input.role) {
             return None;
         }
@@ -900,4 +906,90 @@ fn link_host(chunk: &str) -> Option<String> {
         }
     }
     Some(host.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A counter like the host's `kv.incr`, remembering which keys it was asked about.
+    #[derive(Default)]
+    struct Counter {
+        counts: std::collections::BTreeMap<String, i64>,
+    }
+
+    impl Counter {
+        fn incr(&mut self, key: &str, _ttl_ms: u64) -> Option<i64> {
+            let n = self.counts.entry(key.to_owned()).or_insert(0);
+            *n += 1;
+            Some(*n)
+        }
+    }
+
+    /// Sends `n` clean messages as one student within one second; the decisions.
+    fn send_burst(moderator: &Moderator, counter: &mut Counter, n: usize) -> Vec<Decision> {
+        (0..n)
+            .map(|i| {
+                let input = Input {
+                    content: "a clean message",
+                    actor_id: "student-1",
+                    role: Role::Student,
+                    at_unix_ms: 1_700_000_000_000 + i as u64,
+                };
+                moderator.moderate(&input, &mut |key, ttl| counter.incr(key, ttl))
+            })
+            .collect()
+    }
+
+    fn rate_limited(decision: &Decision) -> bool {
+        matches!(decision, Decision::Reject { code, .. } if code == "rate_limited")
+    }
+
+    #[test]
+    fn by_default_the_plugin_limits_no_rate_and_counts_nothing() {
+        let moderator = Moderator::new(&Config::default());
+        let mut counter = Counter::default();
+        let decisions = send_burst(&moderator, &mut counter, 100);
+        assert!(
+            decisions.iter().all(|d| *d == Decision::Allow),
+            "{decisions:?}"
+        );
+        assert!(
+            counter.counts.is_empty(),
+            "the store was asked: {:?}",
+            counter.counts
+        );
+    }
+
+    #[test]
+    fn a_configured_rate_limit_refuses_past_its_count_with_rate_limited() {
+        let config = Config {
+            rate_limit: Some(RateLimit {
+                messages: 3,
+                ..RateLimit::default()
+            }),
+            ..Config::default()
+        };
+        let moderator = Moderator::new(&config);
+        let decisions = send_burst(&moderator, &mut Counter::default(), 5);
+        assert_eq!(
+            decisions[..3],
+            [Decision::Allow, Decision::Allow, Decision::Allow]
+        );
+        assert!(decisions[3..].iter().all(rate_limited), "{decisions:?}");
+    }
+
+    #[test]
+    fn an_empty_rate_limit_table_turns_on_twenty_messages_per_ten_seconds() {
+        let config: Config = serde_json::from_str(r#"{ "rate_limit": {} }"#).unwrap();
+        let rate = config.rate_limit.as_ref().expect("configured");
+        assert_eq!((rate.messages, rate.window_seconds), (20, 10));
+        let decisions = send_burst(&Moderator::new(&config), &mut Counter::default(), 21);
+        assert!(decisions[..20].iter().all(|d| *d == Decision::Allow));
+        assert!(rate_limited(&decisions[20]));
+
+        let off: Config = serde_json::from_str(r#"{ "rate_limit": { "messages": 0 } }"#).unwrap();
+        let decisions = send_burst(&Moderator::new(&off), &mut Counter::default(), 30);
+        assert!(decisions.iter().all(|d| *d == Decision::Allow));
+    }
 }

@@ -10,7 +10,7 @@ backend_tests!(
 
 /// A writer that holds one message at a time: a burst must overflow it.
 async fn one_slot_writer(backend: Backend) -> TestServer {
-    start_with_plugins(backend, UNLIMITED_MODERATION, |c| {
+    start_adjusted(backend, |c| {
         c.chat_rate_burst = 10_000;
         c.chat_rate_per_second = 10_000.0;
         c.chat_write_queue = 1;

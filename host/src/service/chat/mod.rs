@@ -503,10 +503,7 @@ impl ChatService {
                     !flags.is_empty(),
                 ))
             }
-            Ok(ModerationDecision::Reject(refusal)) => Err(AppError::RejectedByPolicy {
-                reason: refusal.code,
-                message: refusal.reason,
-            }),
+            Ok(ModerationDecision::Reject(refusal)) => Err(policy::refused(refusal)),
             Err(failure) => Err(policy::unavailable(failure)),
         }
     }

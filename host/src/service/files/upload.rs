@@ -425,25 +425,22 @@ fn known(detected: &sniff::Detected) -> Option<String> {
     (detected.mime != sniff::Detected::unknown().mime).then(|| detected.mime.clone())
 }
 
-/// A plugin's refusal on the wire: 415 for the wrong kind of file, 413 for too large, 422
-/// for any other policy; the plugin's sentence is the message and its code `details.reason`.
+/// A plugin's refusal on the wire: 415 for the wrong kind of file, 413 for too large, and
+/// otherwise what any slot's refusal means (see [`policy::refused`]); the plugin's sentence
+/// is the message and its code `details.reason`.
 fn refused(refusal: Refusal) -> AppError {
-    let Refusal { code, reason } = refusal;
-    if code == "too_large" {
+    if refusal.code == "too_large" {
         AppError::OverLimit {
-            reason: code,
-            message: reason,
+            reason: refusal.code,
+            message: refusal.reason,
         }
-    } else if TYPE_REFUSALS.contains(&code.as_str()) {
+    } else if TYPE_REFUSALS.contains(&refusal.code.as_str()) {
         AppError::UnsupportedMediaType {
-            reason: code,
-            message: reason,
+            reason: refusal.code,
+            message: refusal.reason,
         }
     } else {
-        AppError::RejectedByPolicy {
-            reason: code,
-            message: reason,
-        }
+        policy::refused(refusal)
     }
 }
 
@@ -510,6 +507,10 @@ mod tests {
         assert!(matches!(
             refused(refusal("suspicious_name")),
             AppError::RejectedByPolicy { .. }
+        ));
+        assert!(matches!(
+            refused(refusal("rate_limited")),
+            AppError::RateLimited { .. }
         ));
     }
 
