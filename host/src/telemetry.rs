@@ -28,6 +28,50 @@ pub fn init_tracing(format: LogFormat) {
     let _ = result;
 }
 
+/// The id that ties together what one request caused: its log lines (the `request_id` of
+/// its span), its `x-request-id` response header, and every policy plugin call it made.
+/// An HTTP request's comes from the request-id middleware (the client's own when usable); a
+/// Socket.IO event, which has no HTTP request, gets a fresh UUIDv7.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// The longest client-sent id kept; a longer one is replaced by a generated one.
+    pub const MAX_LEN: usize = 128;
+
+    /// A fresh id, for work that no HTTP request carries (a Socket.IO event).
+    pub fn generate() -> Self {
+        RequestId(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// A client's id, if it is fit to be logged, echoed and handed to plugins: visible ASCII
+    /// (no spaces, no control characters), at most [`Self::MAX_LEN`] bytes.
+    pub fn parse(text: &[u8]) -> Option<Self> {
+        if text.is_empty() || text.len() > Self::MAX_LEN || !text.iter().all(u8::is_ascii_graphic) {
+            return None;
+        }
+        std::str::from_utf8(text)
+            .ok()
+            .map(|text| RequestId(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<RequestId> for String {
+    fn from(id: RequestId) -> String {
+        id.0
+    }
+}
+
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -105,4 +149,40 @@ pub async fn track_http(request: Request, next: Next) -> Response {
     metrics::histogram!("lyceum_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_request_id_is_kept_only_when_fit_for_logs() {
+        assert_eq!(
+            RequestId::parse(b"trace-me-42")
+                .map(String::from)
+                .as_deref(),
+            Some("trace-me-42")
+        );
+        let longest = "a".repeat(RequestId::MAX_LEN);
+        assert!(RequestId::parse(longest.as_bytes()).is_some());
+        let too_long = "a".repeat(RequestId::MAX_LEN + 1);
+        let unfit: [&[u8]; 5] = [
+            b"",
+            too_long.as_bytes(),
+            b"two words",
+            b"line\nbreak",
+            "caf\u{e9}".as_bytes(),
+        ];
+        for unfit in unfit {
+            assert_eq!(RequestId::parse(unfit), None, "{unfit:?}");
+        }
+    }
+
+    #[test]
+    fn generated_request_ids_are_uuid_v7() {
+        let id = RequestId::generate();
+        let uuid = uuid::Uuid::parse_str(id.as_str()).unwrap();
+        assert_eq!(uuid.get_version_num(), 7);
+        assert_ne!(id, RequestId::generate());
+    }
 }

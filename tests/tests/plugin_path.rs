@@ -1,9 +1,11 @@
 //! The server's side of the policy plugin path, seen from a client: "too fast" has one
 //! shape whoever says it (a plugin's `rate_limited` refusal is RATE_LIMITED with a retry
-//! delay, like the server's own limit), and the default moderation plugin adds no rate limit
-//! of its own.
+//! delay, like the server's own limit), the default moderation plugin adds no rate limit of
+//! its own, and the request id a client sends is the request's id.
 //!
-//! (The plugin metrics have a test binary of their own, `plugin_metrics`.)
+//! (That plugins are told that id is checked where it is handed over, in the server's unit
+//! tests of `service::policy` and `http`; the plugin metrics have a test binary of their
+//! own, `plugin_metrics`.)
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use serde_json::{Value, json};
 backend_tests!(
     a_plugins_rate_limit_answers_rate_limited_with_a_retry_delay_on_socket_and_rest,
     with_the_default_plugins_the_only_chat_rate_limit_is_the_servers,
+    a_request_keeps_the_id_its_client_sent_when_it_is_fit_for_logs,
 );
 
 /// The default moderation plugin with a rate limit of its own: two messages per hour.
@@ -188,4 +191,41 @@ async fn with_the_default_plugins_the_only_chat_rate_limit_is_the_servers(backen
         )
         .await;
     assert!((1..=20).contains(&rate_limited_reply(&reply)));
+}
+
+async fn a_request_keeps_the_id_its_client_sent_when_it_is_fit_for_logs(backend: Backend) {
+    let srv = start(backend, None, 1000).await;
+    let (student, room) = student_in_a_course(&srv).await;
+    let client = as_client(&srv, &student);
+    let post = |ids: &[String]| {
+        let mut request = client
+            .request(
+                reqwest::Method::POST,
+                &api(&format!("/chat/rooms/{room}/messages")),
+            )
+            .json(&json!({ "content": "traced" }));
+        for id in ids {
+            request = request.header("x-request-id", id);
+        }
+        client.send(request)
+    };
+
+    // A plugin call was made on the way (moderation), under this id.
+    let reply = post(&["lesson-42.send:7".to_owned()]).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(reply.headers["x-request-id"], "lesson-42.send:7");
+
+    // Unfit to be logged or handed on: too long, with spaces, or more than one. The request
+    // gets an id of its own instead.
+    let unfit = [
+        vec!["x".repeat(129)],
+        vec!["two words".to_owned()],
+        vec!["one".to_owned(), "two".to_owned()],
+    ];
+    for sent in unfit {
+        let reply = post(&sent).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let id = reply.headers["x-request-id"].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{sent:?} answered {id}");
+    }
 }

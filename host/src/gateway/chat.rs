@@ -108,7 +108,7 @@ pub(super) async fn join_room(
     State(state): State<GatewayState>,
 ) {
     let user = user_of(&socket);
-    let span = span(&socket, &user, "chat:join_room");
+    let (span, _) = span(&socket, &user, "chat:join_room");
     async {
         let (room, course) = match readable_room(&state, &user, data).await {
             Ok(found) => found,
@@ -157,7 +157,7 @@ pub(super) async fn send_message(
         &socket,
         "chat:send_message",
         ack_sender,
-        |user| async move {
+        |user, request_id| async move {
             let p: SendPayload = payload(data)?;
             let input = SendInput {
                 content: p.content,
@@ -165,7 +165,10 @@ pub(super) async fn send_message(
                 reply_to: p.reply_to,
                 attachments: p.attachments,
             };
-            let sent = state.chat.send(&user.actor, p.room_id, input).await?;
+            let sent = state
+                .chat
+                .send(&user.actor, &request_id, p.room_id, input)
+                .await?;
             Ok(json!({ "message": sent.message }))
         },
     )
@@ -179,7 +182,7 @@ pub(super) async fn typing(
     State(state): State<GatewayState>,
 ) {
     let socket = &socket;
-    respond(socket, "chat:typing", ack_sender, |user| async move {
+    respond(socket, "chat:typing", ack_sender, |user, _| async move {
         let p: TypingPayload = payload(data)?;
         if !state.presence.is_in(socket.id, p.room_id) {
             return Err(AppError::Forbidden(
@@ -211,11 +214,12 @@ pub(super) async fn edit_message(
         &socket,
         "chat:edit_message",
         ack_sender,
-        |user| async move {
+        |user, request_id| async move {
             let p: EditPayload = payload(data)?;
+            let input = EditInput { content: p.content };
             let message = state
                 .chat
-                .edit(&user.actor, p.message_id, EditInput { content: p.content })
+                .edit(&user.actor, &request_id, p.message_id, input)
                 .await?;
             Ok(json!({ "message": message }))
         },
@@ -233,7 +237,7 @@ pub(super) async fn delete_message(
         &socket,
         "chat:delete_message",
         ack_sender,
-        |user| async move {
+        |user, _| async move {
             let p: MessageRef = payload(data)?;
             state.chat.delete(&user.actor, p.message_id).await?;
             Ok(json!({}))
@@ -249,7 +253,7 @@ pub(super) async fn online_users(
     State(state): State<GatewayState>,
 ) {
     let user = user_of(&socket);
-    let span = span(&socket, &user, "chat:online_users");
+    let (span, _) = span(&socket, &user, "chat:online_users");
     async {
         let (room, _) = match readable_room(&state, &user, data).await {
             Ok(found) => found,

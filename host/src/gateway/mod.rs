@@ -37,6 +37,7 @@ use crate::{
         signaling::SignalingService,
     },
     store::Store,
+    telemetry::RequestId,
 };
 
 /// What the gateway's handlers can reach.
@@ -110,25 +111,33 @@ pub fn user_of(socket: &SocketRef) -> SocketUser {
         .expect("authenticated in the handshake")
 }
 
-/// The tracing span of one socket event.
-pub fn span(socket: &SocketRef, user: &SocketUser, event: &'static str) -> tracing::Span {
-    tracing::info_span!("socket", event, socket = %socket.id, user = %user.actor.id)
+/// The tracing span of one socket event, and the event's request id, recorded on the span.
+/// An event has no HTTP request, hence no `x-request-id`: each gets an id of its own, which
+/// is what the policy plugins it consults are told, as HTTP requests tell theirs.
+pub fn span(
+    socket: &SocketRef,
+    user: &SocketUser,
+    event: &'static str,
+) -> (tracing::Span, RequestId) {
+    let request_id = RequestId::generate();
+    let span = tracing::info_span!("socket", event, request_id = %request_id, socket = %socket.id, user = %user.actor.id);
+    (span, request_id)
 }
 
-/// Handles one event the common way: `work` runs in the event's span with the socket's user,
-/// and its result is the acknowledgement.
+/// Handles one event the common way: `work` runs in the event's span with the socket's user
+/// and the event's request id, and its result is the acknowledgement.
 pub async fn respond<F, Fut>(
     socket: &SocketRef,
     event: &'static str,
     ack_sender: AckSender,
     work: F,
 ) where
-    F: FnOnce(SocketUser) -> Fut,
+    F: FnOnce(SocketUser, RequestId) -> Fut,
     Fut: std::future::Future<Output = AppResult<Value>>,
 {
     let user = user_of(socket);
-    let span = span(socket, &user, event);
-    let result = tracing::Instrument::instrument(work(user), span).await;
+    let (span, request_id) = span(socket, &user, event);
+    let result = tracing::Instrument::instrument(work(user, request_id), span).await;
     ack(ack_sender, result);
 }
 

@@ -10,11 +10,12 @@ use socketioxide::{
     socket::Sid,
 };
 
-use super::{GatewayState, payload, respond, user_of};
+use super::{GatewayState, SocketUser, payload, respond};
 use crate::{
     domain::SessionId,
     error::{AppError, AppResult},
     service::signaling::{Peer, Signal},
+    telemetry::RequestId,
 };
 use lyceum_plugin_runtime::SignalKind;
 
@@ -56,11 +57,12 @@ pub(super) async fn join_session(
         socket,
         "webrtc:join_session",
         ack_sender,
-        |user| async move {
+        |user, request_id| async move {
             let SessionRef { session_id } = payload(data)?;
+            let socket_id = socket.id.to_string();
             let joined = state
                 .signaling
-                .join(&user.actor, &user.name, &socket.id.to_string(), session_id)
+                .join(&user.actor, &request_id, &user.name, &socket_id, session_id)
                 .await?;
             if joined.new {
                 socket.join(call_room(session_id));
@@ -91,18 +93,23 @@ pub(super) async fn leave_session(
     State(state): State<GatewayState>,
 ) {
     let socket = &socket;
-    respond(socket, "webrtc:leave_session", ack_sender, |_| async move {
-        let SessionRef { session_id } = payload(data)?;
-        if let Some(peer) = state
-            .signaling
-            .leave(&socket.id.to_string(), session_id)
-            .await?
-        {
-            socket.leave(call_room(session_id));
-            announce_left(socket, session_id, &peer).await;
-        }
-        Ok(Value::Null)
-    })
+    respond(
+        socket,
+        "webrtc:leave_session",
+        ack_sender,
+        |_, _| async move {
+            let SessionRef { session_id } = payload(data)?;
+            if let Some(peer) = state
+                .signaling
+                .leave(&socket.id.to_string(), session_id)
+                .await?
+            {
+                socket.leave(call_room(session_id));
+                announce_left(socket, session_id, &peer).await;
+            }
+            Ok(Value::Null)
+        },
+    )
     .await;
 }
 
@@ -121,7 +128,7 @@ pub(super) async fn on_signal(
         SignalKind::IceCandidate => "webrtc:ice_candidate",
     };
     let socket = &socket;
-    respond(socket, event, ack_sender, |_| async move {
+    respond(socket, event, ack_sender, |user, request_id| async move {
         let (session, to, body) = match kind {
             SignalKind::IceCandidate => {
                 let p: CandidatePayload = payload(data)?;
@@ -132,7 +139,13 @@ pub(super) async fn on_signal(
                 (p.session_id, p.to, p.sdp)
             }
         };
-        relay(socket, &io, &state, kind, session, to, body).await
+        let signal = Signal {
+            session,
+            kind,
+            to,
+            payload: body,
+        };
+        relay(socket, &io, &state, &user, &request_id, signal).await
     })
     .await;
 }
@@ -142,40 +155,30 @@ async fn relay(
     socket: &SocketRef,
     io: &SocketIo,
     state: &GatewayState,
-    kind: SignalKind,
-    session: SessionId,
-    to: String,
-    body: Value,
+    user: &SocketUser,
+    request_id: &RequestId,
+    signal: Signal,
 ) -> AppResult<Value> {
-    let (event, field) = match kind {
+    let (event, field) = match signal.kind {
         SignalKind::Offer => ("webrtc:offer_received", "sdp"),
         SignalKind::Answer => ("webrtc:answer_received", "sdp"),
         SignalKind::IceCandidate => ("webrtc:ice_candidate_received", "candidate"),
     };
-    if body.is_null() && kind != SignalKind::IceCandidate {
+    if signal.payload.is_null() && signal.kind != SignalKind::IceCandidate {
         return Err(AppError::validation(field, "required"));
     }
-    let user = user_of(socket);
     let cleared = state
         .signaling
-        .signal(
-            &user.actor,
-            &socket.id.to_string(),
-            &Signal {
-                session,
-                kind,
-                to: to.clone(),
-                payload: body,
-            },
-        )
+        .signal(&user.actor, request_id, &socket.id.to_string(), &signal)
         .await?;
-    let receiver = to
+    let receiver = signal
+        .to
         .parse::<Sid>()
         .ok()
         .and_then(|sid| io.get_socket(sid))
         .ok_or_else(|| AppError::Forbidden("the receiver is not in this session".into()))?;
     let mut message = json!({
-        "sessionId": session,
+        "sessionId": signal.session,
         "from": socket.id.to_string(),
         "userId": user.actor.id,
     });

@@ -21,6 +21,7 @@ use crate::{
         paging,
     },
     state::AppState,
+    telemetry::RequestId,
 };
 
 pub fn router() -> Router<AppState> {
@@ -91,10 +92,11 @@ pub async fn history(
 pub async fn send(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
+    request_id: RequestId,
     Path(room): Path<RoomId>,
     Json(input): Json<SendInput>,
 ) -> AppResult<Response> {
-    let sent = state.chat.send(&actor, room, input).await?;
+    let sent = state.chat.send(&actor, &request_id, room, input).await?;
     let status = if sent.created {
         StatusCode::CREATED
     } else {
@@ -112,10 +114,15 @@ pub async fn send(
 pub async fn edit(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
+    request_id: RequestId,
     Path(id): Path<MessageId>,
     Json(input): Json<EditInput>,
 ) -> AppResult<ApiJson<Message>> {
-    state.chat.edit(&actor, id, input).await.map(ApiJson)
+    state
+        .chat
+        .edit(&actor, &request_id, id, input)
+        .await
+        .map(ApiJson)
 }
 
 /// Delete a message (its sender, the course's instructor, admins). It stays in history as a

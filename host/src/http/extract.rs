@@ -11,7 +11,7 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::{error::AppError, service::Actor, state::AppState};
+use crate::{error::AppError, service::Actor, state::AppState, telemetry::RequestId};
 
 /// The signed-in caller. Rejects with UNAUTHORIZED when the `Authorization: Bearer` header is
 /// missing, malformed, expired or wrongly signed.
@@ -26,6 +26,21 @@ impl FromRequestParts<AppState> for AuthUser {
         })?;
         let actor = state.auth.authenticate(token)?;
         Ok(AuthUser(actor))
+    }
+}
+
+/// The request's id, as the request-id middleware settled it (see `http::with_middleware`):
+/// the one in the `x-request-id` response header and the `request_id` of the request's logs.
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .headers
+            .get(&super::REQUEST_ID)
+            .and_then(|id| RequestId::parse(id.as_bytes()))
+            // Only a router served without the middleware (a unit test) gets here.
+            .unwrap_or_else(RequestId::generate))
     }
 }
 

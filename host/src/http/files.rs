@@ -34,6 +34,7 @@ use crate::{
         paging::PageQuery,
     },
     state::AppState,
+    telemetry::RequestId,
 };
 
 /// Room for the multipart framing and the small text fields around a file, so a request
@@ -104,6 +105,7 @@ pub struct UploadForm {
 pub async fn upload(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
+    request_id: RequestId,
     Query(query): Query<UploadQuery>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
@@ -115,7 +117,7 @@ pub async fn upload(
                 .into_response();
         }
     };
-    match receive(&state, &actor, query, &headers, &mut multipart).await {
+    match receive(&state, &actor, &request_id, query, &headers, &mut multipart).await {
         Ok(view) => Created(view).into_response(),
         Err(error) => {
             // Keep reading (and discarding) for a moment: a client still sending would
@@ -132,6 +134,7 @@ pub async fn upload(
 async fn receive(
     state: &AppState,
     actor: &crate::service::Actor,
+    request_id: &RequestId,
     query: UploadQuery,
     headers: &HeaderMap,
     multipart: &mut Multipart,
@@ -179,7 +182,7 @@ async fn receive(
                     folder,
                     course,
                 };
-                let mut receiving = files.begin_upload(actor, request).await?;
+                let mut receiving = files.begin_upload(actor, request_id, request).await?;
                 while let Some(chunk) = field.chunk().await.map_err(malformed)? {
                     receiving.write(&chunk).await?;
                 }

@@ -32,9 +32,13 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{error::AppError, state::AppState, telemetry};
+use crate::{
+    error::AppError,
+    state::AppState,
+    telemetry::{self, RequestId},
+};
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Every `/api/v1` resource router, merged.
 fn api() -> Router<AppState> {
@@ -82,6 +86,7 @@ fn with_middleware(routes: Router, cors: &[String]) -> Router {
     routes.layer(
         ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+            .map_request(drop_unfit_request_id)
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let id = request
@@ -95,6 +100,23 @@ fn with_middleware(routes: Router, cors: &[String]) -> Router {
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(CatchPanicLayer::custom(panic_response)),
     )
+}
+
+/// A client's `x-request-id` ends up in logs, in the response and in what plugins (and the
+/// decisions recorded of them) are told, so one that is not a short token of visible ASCII
+/// is dropped here, and the request gets a generated id like any other.
+fn drop_unfit_request_id<B>(mut request: Request<B>) -> Request<B> {
+    let mut sent = request.headers().get_all(&REQUEST_ID).iter();
+    let fit = match (sent.next(), sent.next()) {
+        (None, _) => true,
+        (Some(only), None) => RequestId::parse(only.as_bytes()).is_some(),
+        // Several: no one of them is the request's.
+        (Some(_), Some(_)) => false,
+    };
+    if !fit {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {
@@ -181,5 +203,47 @@ mod tests {
         assert_eq!(json["success"], false);
         assert_eq!(json["error"]["code"], "INTERNAL");
         assert!(!String::from_utf8_lossy(&body).contains("secret internal detail"));
+    }
+
+    /// What a handler receives as the request's id, and the id the response names.
+    async fn ids_seen(sent: &[&str]) -> (String, String) {
+        async fn handler(id: RequestId) -> String {
+            id.to_string()
+        }
+        let app = with_middleware(Router::new().route("/id", get(handler)), &[]);
+        let mut request = Request::builder().uri("/id");
+        for id in sent {
+            request = request.header(&REQUEST_ID, *id);
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let answered = response.headers()[&REQUEST_ID].to_str().unwrap().to_owned();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (String::from_utf8(body.to_vec()).unwrap(), answered)
+    }
+
+    #[tokio::test]
+    async fn handlers_get_the_id_the_response_names_the_clients_when_fit() {
+        let (seen, answered) = ids_seen(&["lesson-42.send:7"]).await;
+        assert_eq!(
+            (seen.as_str(), answered.as_str()),
+            ("lesson-42.send:7", "lesson-42.send:7")
+        );
+
+        let (seen, answered) = ids_seen(&[]).await;
+        assert_eq!(seen, answered);
+        assert!(uuid::Uuid::parse_str(&seen).is_ok(), "{seen}");
+
+        let too_long = "x".repeat(RequestId::MAX_LEN + 1);
+        for sent in [&[too_long.as_str()][..], &["two words"], &["one", "two"]] {
+            let (seen, answered) = ids_seen(sent).await;
+            assert_eq!(seen, answered, "{sent:?}");
+            assert!(
+                uuid::Uuid::parse_str(&seen).is_ok(),
+                "{sent:?} became {seen}"
+            );
+        }
     }
 }

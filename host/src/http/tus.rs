@@ -24,6 +24,7 @@ use crate::{
     error::{AppError, AppResult},
     service::files::{UploadRequest, resumable::Progress},
     state::AppState,
+    telemetry::RequestId,
 };
 
 const VERSION: &str = "1.0.0";
@@ -111,6 +112,7 @@ pub async fn capabilities(State(state): State<AppState>) -> Response {
 pub async fn create(
     State(state): State<AppState>,
     AuthUser(actor): AuthUser,
+    request_id: RequestId,
     headers: HeaderMap,
 ) -> AppResult<Response> {
     if headers.contains_key("upload-defer-length") {
@@ -125,7 +127,7 @@ pub async fn create(
     request.declared_size = Some(length);
     let id = state
         .resumable
-        .create(&state.files, &actor, request)
+        .create(&state.files, &actor, &request_id, request)
         .await?;
     let mut response = StatusCode::CREATED.into_response();
     response

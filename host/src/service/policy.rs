@@ -9,6 +9,7 @@ use super::Actor;
 use crate::{
     domain::{Course, Role},
     error::AppError,
+    telemetry::RequestId,
 };
 
 /// The refusal code that means "too fast": answered as the host's own rate limits are.
@@ -19,15 +20,16 @@ pub const RATE_LIMITED: &str = "rate_limited";
 /// is fixed: one second, the least `Retry-After` can say.
 pub const PLUGIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// A context for `actor` acting in `course`: the role is the role *in that course*
-/// (the course's instructor is `Instructor`, any other member `Student`).
-pub fn context(actor: &Actor, course: &Course) -> PolicyContext {
+/// A context for `actor` acting in `course` within the request `request_id`: the role is the
+/// role *in that course* (the course's instructor is `Instructor`, any other member
+/// `Student`).
+pub fn context(request_id: &RequestId, actor: &Actor, course: &Course) -> PolicyContext {
     let role = match actor.role {
         Role::Admin => PolicyRole::Admin,
         _ if actor.teaches(course) => PolicyRole::Instructor,
         _ => PolicyRole::Student,
     };
-    let mut ctx = PolicyContext::new(uuid::Uuid::now_v7().to_string(), actor.id.to_string(), role);
+    let mut ctx = PolicyContext::new(request_id.as_str(), actor.id.to_string(), role);
     ctx.course_id = Some(course.id.to_string());
     ctx
 }
@@ -60,6 +62,60 @@ mod tests {
     use axum::{http::header, response::IntoResponse};
 
     use super::*;
+    use crate::domain::{CourseId, RoomId, TokenFamilyId, UserId, now};
+
+    fn course_taught_by(instructor: UserId) -> Course {
+        Course {
+            id: CourseId::new(),
+            title: "Distributed Systems".into(),
+            description: String::new(),
+            instructor_id: instructor,
+            room_id: RoomId::new(),
+            created_at: now(),
+        }
+    }
+
+    fn actor(role: Role) -> Actor {
+        Actor {
+            id: UserId::new(),
+            role,
+            family: TokenFamilyId::new(),
+        }
+    }
+
+    #[test]
+    fn the_context_carries_the_requests_id_and_the_role_in_the_course() {
+        let request = RequestId::parse(b"trace-me-42").unwrap();
+        let teacher = actor(Role::Instructor);
+        let course = course_taught_by(teacher.id);
+
+        let ctx = context(&request, &teacher, &course);
+        assert_eq!(ctx.request_id, "trace-me-42");
+        assert_eq!(ctx.actor_id, teacher.id.to_string());
+        assert_eq!(ctx.actor_role, PolicyRole::Instructor);
+        assert_eq!(ctx.course_id, Some(course.id.to_string()));
+
+        // An instructor account in someone else's course is a student there.
+        let other = course_taught_by(UserId::new());
+        assert_eq!(
+            context(&request, &teacher, &other).actor_role,
+            PolicyRole::Student
+        );
+        assert_eq!(
+            context(&request, &actor(Role::Admin), &other).actor_role,
+            PolicyRole::Admin
+        );
+    }
+
+    #[test]
+    fn two_requests_give_two_ids_and_one_request_one() {
+        let student = actor(Role::Student);
+        let course = course_taught_by(UserId::new());
+        let (first, second) = (RequestId::generate(), RequestId::generate());
+        let ids = [&first, &first, &second].map(|r| context(r, &student, &course).request_id);
+        assert_eq!(ids[0], ids[1]);
+        assert_ne!(ids[0], ids[2]);
+    }
 
     fn refusal(code: &str) -> Refusal {
         Refusal {

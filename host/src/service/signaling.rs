@@ -30,6 +30,7 @@ use crate::{
     error::{AppError, AppResult},
     ratelimit::TokenBuckets,
     store::Store,
+    telemetry::RequestId,
 };
 
 /// A peer as the others see it.
@@ -112,10 +113,12 @@ impl SignalingService {
     }
 
     /// Joins `socket` to the session's call: the session exists, the actor is a member of its
-    /// course, the session has not ended, and the signaling slot allows it.
+    /// course, the session has not ended, and the signaling slot allows it. `request_id` is
+    /// what the plugins are told the request is.
     pub async fn join(
         &self,
         actor: &Actor,
+        request_id: &RequestId,
         name: &str,
         socket: &str,
         session_id: SessionId,
@@ -142,7 +145,7 @@ impl SignalingService {
             });
         }
         let count = self.peers(session_id).len() as u32;
-        let mut ctx = policy::context(actor, &course);
+        let mut ctx = policy::context(request_id, actor, &course);
         ctx.session_id = Some(session_id.to_string());
         let verdict = self
             .policy
@@ -278,7 +281,13 @@ impl SignalingService {
 
     /// Clears a signal from `from` for delivery: within its size and rate limits, sender and
     /// receiver both in the session's call, and passed by the signaling slot.
-    pub async fn signal(&self, actor: &Actor, from: &str, signal: &Signal) -> AppResult<Relay> {
+    pub async fn signal(
+        &self,
+        actor: &Actor,
+        request_id: &RequestId,
+        from: &str,
+        signal: &Signal,
+    ) -> AppResult<Relay> {
         let (field, limit) = match signal.kind {
             SignalKind::IceCandidate => ("candidate", self.limits.max_candidate_bytes),
             SignalKind::Offer | SignalKind::Answer => ("sdp", self.limits.max_sdp_bytes),
@@ -307,7 +316,7 @@ impl SignalingService {
             }
             call.expect("checked").course.clone()
         };
-        let mut ctx = policy::context(actor, &course);
+        let mut ctx = policy::context(request_id, actor, &course);
         ctx.session_id = Some(signal.session.to_string());
         let verdict = self
             .policy

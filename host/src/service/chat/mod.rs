@@ -32,6 +32,7 @@ use crate::{
     error::{AppError, AppResult},
     ratelimit::TokenBuckets,
     store::{Inserted, NewMessage, SearchQuery, Store},
+    telemetry::RequestId,
 };
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -186,7 +187,15 @@ impl ChatService {
         Ok(name)
     }
 
-    pub async fn send(&self, actor: &Actor, room: RoomId, input: SendInput) -> AppResult<Sent> {
+    /// Sends a message on behalf of `actor`; `request_id` is what the moderation plugins are
+    /// told the request is.
+    pub async fn send(
+        &self,
+        actor: &Actor,
+        request_id: &RequestId,
+        room: RoomId,
+        input: SendInput,
+    ) -> AppResult<Sent> {
         let content = validate_content(&input.content, self.limits.max_chars)?;
         let client_id = match input.client_id {
             Some(id) if id.trim().is_empty() => {
@@ -252,7 +261,7 @@ impl ChatService {
             files.push(self.readable_file(actor, file_id).await?);
         }
 
-        let ctx = self.context(actor, &course, owner, room);
+        let ctx = self.context(request_id, actor, &course, owner, room);
         let moderation = ModerationInput {
             room_id: room.to_string(),
             message_id: None,
@@ -333,7 +342,13 @@ impl ChatService {
         })
     }
 
-    pub async fn edit(&self, actor: &Actor, id: MessageId, input: EditInput) -> AppResult<Message> {
+    pub async fn edit(
+        &self,
+        actor: &Actor,
+        request_id: &RequestId,
+        id: MessageId,
+        input: EditInput,
+    ) -> AppResult<Message> {
         let content = validate_content(&input.content, self.limits.max_chars)?;
         let (message, owner, course) = self.readable_message(actor, id).await?;
         if message.sender_id != actor.id {
@@ -344,7 +359,7 @@ impl ChatService {
         if message.deleted_at.is_some() {
             return Err(AppError::Conflict("the message was deleted".into()));
         }
-        let ctx = self.context(actor, &course, owner, message.room_id);
+        let ctx = self.context(request_id, actor, &course, owner, message.room_id);
         let moderation = ModerationInput {
             room_id: message.room_id.to_string(),
             message_id: Some(id.to_string()),
@@ -473,12 +488,13 @@ impl ChatService {
 
     fn context(
         &self,
+        request_id: &RequestId,
         actor: &Actor,
         course: &Course,
         owner: RoomOwner,
         room: RoomId,
     ) -> PolicyContext {
-        let mut ctx = policy::context(actor, course);
+        let mut ctx = policy::context(request_id, actor, course);
         ctx.room_id = Some(room.to_string());
         if let RoomOwner::Session { session, .. } = owner {
             ctx.session_id = Some(session.to_string());

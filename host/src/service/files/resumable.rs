@@ -23,6 +23,7 @@ use crate::{
     domain::UserId,
     error::{AppError, AppResult},
     service::Actor,
+    telemetry::RequestId,
 };
 
 /// How long an unfinished upload waits for its next append.
@@ -58,17 +59,19 @@ pub struct ResumableUploads {
 }
 
 impl ResumableUploads {
-    /// Opens an upload of `request.declared_size` bytes (required).
+    /// Opens an upload of `request.declared_size` bytes (required). Its plugin calls, made by
+    /// later appends, carry `request_id`, the creating request's.
     pub async fn create(
         &self,
         files: &Arc<FileService>,
         actor: &Actor,
+        request_id: &RequestId,
         request: UploadRequest,
     ) -> AppResult<Uuid> {
         let length = request
             .declared_size
             .ok_or_else(|| AppError::validation("Upload-Length", "the length is required"))?;
-        let upload = files.begin_upload(actor, request).await?;
+        let upload = files.begin_upload(actor, request_id, request).await?;
         let id = Uuid::now_v7();
         self.open.insert(
             id,

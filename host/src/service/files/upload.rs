@@ -25,6 +25,7 @@ use crate::{
     service::{Actor, policy},
     storage::TempBlob,
     store::FileInsert,
+    telemetry::RequestId,
 };
 
 /// What the client said about an upload before its body.
@@ -57,7 +58,9 @@ pub struct Upload {
     actor: Actor,
     course: Option<Course>,
     request: UploadRequest,
-    /// Shared by `precheck` and `finish`, so a plugin can relate the two calls.
+    /// Shared by `precheck` and `finish`, request id included, so that a plugin (and the
+    /// logs) can relate the two calls, even when a resumable upload makes them in different
+    /// requests: the id is that of the request that began the upload.
     ctx: PolicyContext,
     /// What the owner's files took when the upload began.
     used_before: u64,
@@ -101,10 +104,11 @@ impl Cap {
 
 impl FileService {
     /// Starts an upload: checks the course (members only) and that the announced size can
-    /// fit at all.
+    /// fit at all. `request_id` is the beginning request's, what the plugins are told.
     pub async fn begin_upload(
         self: &Arc<Self>,
         actor: &Actor,
+        request_id: &RequestId,
         request: UploadRequest,
     ) -> AppResult<Upload> {
         let course = match request.course {
@@ -112,11 +116,10 @@ impl FileService {
             None => None,
         };
         let used_before = self.store.used_bytes(actor.id).await?;
-        let mut ctx = match &course {
-            Some(course) => policy::context(actor, course),
-            None => user_context(actor),
+        let ctx = match &course {
+            Some(course) => policy::context(request_id, actor, course),
+            None => user_context(request_id, actor),
         };
-        ctx.request_id = uuid::Uuid::now_v7().to_string();
         let upload = Upload {
             files: self.clone(),
             actor: *actor,
@@ -411,13 +414,13 @@ fn over_quota(left: u64) -> AppError {
 }
 
 /// A context for an upload outside any course: the user's platform role.
-fn user_context(actor: &Actor) -> PolicyContext {
+fn user_context(request_id: &RequestId, actor: &Actor) -> PolicyContext {
     let role = match actor.role {
         Role::Admin => lyceum_plugin_runtime::Role::Admin,
         Role::Instructor => lyceum_plugin_runtime::Role::Instructor,
         Role::Student => lyceum_plugin_runtime::Role::Student,
     };
-    PolicyContext::new(uuid::Uuid::now_v7().to_string(), actor.id.to_string(), role)
+    PolicyContext::new(request_id.as_str(), actor.id.to_string(), role)
 }
 
 /// The detected type for plugins: `None` when the host could not tell.
