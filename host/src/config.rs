@@ -59,6 +59,10 @@ pub const KEYS: &[&str] = &[
     "turn_credential_ttl",
     "plugins_config",
     "plugin_cache_dir",
+    "plugin_audit_retention",
+    "plugin_audit_queue",
+    "plugin_module_max_bytes",
+    "plugins_watch",
     "chat_rate_per_second",
     "chat_rate_burst",
     "signed_url_ttl",
@@ -146,6 +150,16 @@ pub struct Config {
     pub plugins_config: PathBuf,
     /// Where compiled plugins are cached; defaults to `<data_dir>/plugin-cache`.
     pub plugin_cache_dir: Option<PathBuf>,
+    /// How long plugin decisions are kept in the audit before they are pruned.
+    #[serde(with = "duration")]
+    pub plugin_audit_retention: Duration,
+    /// Decisions waiting to be written; beyond it they are dropped and counted.
+    pub plugin_audit_queue: usize,
+    /// Largest plugin module accepted by `POST /api/v1/plugins/modules`.
+    #[serde(with = "size")]
+    pub plugin_module_max_bytes: u64,
+    /// Whether a change of `plugins_config` is picked up while running (besides `SIGHUP`).
+    pub plugins_watch: bool,
     /// Sustained chat messages per second per user.
     pub chat_rate_per_second: f64,
     /// Chat messages a user may send in a burst before the rate applies.
@@ -217,6 +231,10 @@ impl Default for Config {
             turn_credential_ttl: Duration::from_secs(3600),
             plugins_config: PathBuf::from("plugins.toml"),
             plugin_cache_dir: None,
+            plugin_audit_retention: Duration::from_secs(30 * 24 * 3600),
+            plugin_audit_queue: 4096,
+            plugin_module_max_bytes: 32 << 20,
+            plugins_watch: true,
             chat_rate_per_second: 5.0,
             chat_rate_burst: 20,
             signed_url_ttl: Duration::from_secs(3600),
@@ -350,6 +368,24 @@ impl Config {
         if self.argon2_iterations == 0 {
             return Err(ConfigError::key("argon2_iterations", "must be at least 1"));
         }
+        if !(1..=1_000_000).contains(&self.plugin_audit_queue) {
+            return Err(ConfigError::key(
+                "plugin_audit_queue",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if self.plugin_audit_retention.is_zero() {
+            return Err(ConfigError::key(
+                "plugin_audit_retention",
+                "must be longer than 0s",
+            ));
+        }
+        if self.plugin_module_max_bytes < 1024 {
+            return Err(ConfigError::key(
+                "plugin_module_max_bytes",
+                "must be at least 1 KiB",
+            ));
+        }
         if self.password_hash_threads > 1024 {
             return Err(ConfigError::key(
                 "password_hash_threads",
@@ -469,6 +505,11 @@ impl Config {
                 self.data_dir.join("lyceum.db").display()
             ),
         }
+    }
+
+    /// Where uploaded plugin modules are kept, named by their SHA-256.
+    pub fn plugin_modules_dir(&self) -> PathBuf {
+        self.data_dir.join("plugins").join("modules")
     }
 
     pub fn effective_plugin_cache_dir(&self) -> PathBuf {

@@ -42,6 +42,14 @@ pub enum AppError {
     UnsupportedMediaType { reason: String, message: String },
     #[error("{message}")]
     RejectedByPolicy { reason: String, message: String },
+    /// A plugin module or chain that failed its checks: `VALIDATION_FAILED` with
+    /// `details.reason` (and `details.imports` for forbidden imports).
+    #[error("{message}")]
+    PluginRefused {
+        reason: String,
+        message: String,
+        imports: Vec<String>,
+    },
     #[error("too many requests, retry in {}s", retry_after.as_secs().max(1))]
     RateLimited { retry_after: Duration },
     #[error("{0}")]
@@ -127,7 +135,9 @@ impl AppError {
 
     pub fn code(&self) -> ErrorCode {
         match self {
-            AppError::Validation { .. } => ErrorCode::ValidationFailed,
+            AppError::Validation { .. } | AppError::PluginRefused { .. } => {
+                ErrorCode::ValidationFailed
+            }
             AppError::Unauthorized(_) => ErrorCode::Unauthorized,
             AppError::Forbidden(_) => ErrorCode::Forbidden,
             AppError::NotFound(_) => ErrorCode::NotFound,
@@ -146,6 +156,13 @@ impl AppError {
     fn details(&self) -> Option<Value> {
         match self {
             AppError::Validation { field, .. } => Some(json!({ "field": field })),
+            AppError::PluginRefused {
+                reason, imports, ..
+            } => Some(if imports.is_empty() {
+                json!({ "reason": reason })
+            } else {
+                json!({ "reason": reason, "imports": imports })
+            }),
             AppError::RejectedByPolicy { reason, .. }
             | AppError::UnsupportedMediaType { reason, .. }
             | AppError::OverLimit { reason, .. } => Some(json!({ "reason": reason })),

@@ -34,7 +34,7 @@ use std::{future::Future, net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::Context;
 use axum::{Router, serve::ListenerExt};
-use lyceum_plugin_runtime::{PluginsConfig, PolicyEngine};
+use lyceum_plugin_runtime::{HostRules, PluginsConfig, PolicyEngine};
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 
@@ -50,6 +50,7 @@ use crate::{
         courses::CourseService,
         files::{FileLimits, FileLinks, FileService, resumable::ResumableUploads},
         ice::IceService,
+        plugins::{self, PluginService},
         sessions::SessionService,
         signaling::{SignalLimits, SignalingService},
     },
@@ -103,7 +104,19 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         },
         config.refresh_token_ttl,
     ));
-    let policy = Arc::new(load_policy(&config, &metrics)?);
+    let (audit, audit_writer) = plugins::audit::audit_queue(config.plugin_audit_queue);
+    let policy = Arc::new(load_policy(&config, &metrics, &*store, audit).await?);
+    let plugins = Arc::new(PluginService::new(
+        policy.clone(),
+        store.clone(),
+        config.plugin_modules_dir(),
+        config.plugins_config.clone(),
+        config.plugin_module_max_bytes,
+    ));
+    plugins
+        .start()
+        .await
+        .context("activating the policy plugin revisions")?;
     let links = Arc::new(FileLinks::new(&secret, config.signed_url_ttl));
     let blobs = storage::LocalDisk::open(&config.upload_dir)
         .await
@@ -199,6 +212,12 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .with_state(gateway_state.clone())
         .build_layer();
     let mut tasks = gateway::attach(&io, &gateway_state);
+    tasks.extend(audit_writer.spawn(store.clone(), config.plugin_audit_retention));
+    tasks.push(tokio::spawn(plugins::watch::watch(
+        plugins.clone(),
+        config.plugins_config.clone(),
+        config.plugins_watch,
+    )));
     tasks.push(tokio::spawn({
         let files = files.clone();
         async move {
@@ -232,6 +251,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         files,
         resumable,
         policy,
+        plugins,
         ice,
         io,
         metrics,
@@ -300,21 +320,51 @@ pub async fn run(
 }
 
 /// Loads `plugins.toml` (the built-in plugins when it is absent) and compiles every chain,
-/// reusing precompiled artifacts from the cache dir.
-///
-/// `_recorder` is the installed metrics recorder, asked for so that no engine can be built
-/// before it: the engine binds each plugin's metric handles to whatever recorder is
-/// installed when it loads the plugin.
-fn load_policy(
+/// reusing precompiled artifacts from the cache dir. An invalid file is fatal only on a first
+/// start: once revisions are recorded, the server starts on them (the plugin service restores
+/// them) and shows the file's error in `GET /api/v1/plugins`.
+async fn load_policy(
     config: &Config,
     _recorder: &metrics_exporter_prometheus::PrometheusHandle,
+    store: &dyn store::Store,
+    audit: Arc<plugins::audit::AuditQueue>,
 ) -> anyhow::Result<PolicyEngine> {
-    let plugins = PluginsConfig::load(&config.plugins_config)
-        .with_context(|| format!("reading {}", config.plugins_config.display()))?;
-    let engine = PolicyEngine::builder(plugins)
-        .cache_dir(config.effective_plugin_cache_dir())
-        .build()
-        .context("loading policy plugins")?;
+    let builder = |plugins: PluginsConfig| {
+        PolicyEngine::builder(plugins)
+            .cache_dir(config.effective_plugin_cache_dir())
+            .audit(audit.clone())
+            .host_rules(HostRules {
+                max_message_chars: config.chat_max_message_chars,
+                max_signal_bytes: usize::try_from(
+                    config
+                        .signal_max_sdp_bytes
+                        .max(config.signal_max_candidate_bytes),
+                )
+                .unwrap_or(usize::MAX),
+                ..HostRules::default()
+            })
+            .build()
+    };
+    let from_file = PluginsConfig::load(&config.plugins_config)
+        .map_err(anyhow::Error::from)
+        .and_then(|plugins| builder(plugins).map_err(anyhow::Error::from));
+    let engine = match from_file {
+        Ok(engine) => engine,
+        Err(error) => {
+            let recorded = futures::future::try_join_all(
+                lyceum_plugin_runtime::Slot::ALL
+                    .iter()
+                    .map(|slot| store.latest_plugin_revision(slot.as_str())),
+            )
+            .await?;
+            if recorded.iter().all(Option::is_none) {
+                return Err(error)
+                    .with_context(|| format!("loading {}", config.plugins_config.display()));
+            }
+            tracing::error!(error = %format!("{error:#}"), file = %config.plugins_config.display(), "plugins file refused; starting on the recorded revisions");
+            builder(PluginsConfig::default()).context("loading the built-in policy plugins")?
+        }
+    };
     for plugin in engine.plugins() {
         tracing::info!(plugin = ?plugin, "policy plugin loaded");
     }

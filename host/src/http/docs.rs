@@ -11,7 +11,7 @@ use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
 };
 
-use super::{auth, chat, courses, files, ops, sessions, tus};
+use super::{auth, chat, courses, files, ops, plugins, sessions, tus};
 use crate::{domain, service, state::AppState};
 
 #[derive(OpenApi)]
@@ -33,6 +33,9 @@ Real-time features use Socket.IO v4 on the same port; see the README for its eve
         files::upload, files::list, files::show, files::remove, files::download, files::serve_upload,
         tus::capabilities, tus::create, tus::progress, tus::append, tus::terminate,
         ops::health, ops::ready, ops::metrics,
+        plugins::overview, plugins::slot, plugins::activate, plugins::rollback, plugins::revisions,
+        plugins::set_shadow, plugins::clear_shadow, plugins::promote, plugins::modules,
+        plugins::install, plugins::decisions,
     ),
     components(schemas(
         domain::User, domain::Role, domain::Course, domain::Enrollment, domain::LiveSession,
@@ -43,6 +46,12 @@ Real-time features use Socket.IO v4 on the same port; see the README for its eve
         service::sessions::CreateSession, service::ice::IceServers, service::ice::IceServer,
         domain::Message, service::chat::SendInput, service::chat::EditInput,
         service::files::FileView, service::files::AttachmentView, domain::Folder, files::UploadForm,
+        domain::PluginModule, domain::PluginRevision, domain::PluginDecision,
+        service::plugins::links::ChainBody, service::plugins::links::ShadowBody,
+        service::plugins::links::Link, service::plugins::links::LinkLimits,
+        service::plugins::links::Failure, service::plugins::views::PluginsView,
+        service::plugins::views::SlotView, service::plugins::views::PluginView,
+        plugins::ModuleForm,
         ErrorBody, ErrorDetail,
     )),
     modifiers(&BearerAuth),
@@ -53,6 +62,7 @@ Real-time features use Socket.IO v4 on the same port; see the README for its eve
         (name = "chat", description = "Course and session chat rooms"),
         (name = "files", description = "Uploads, downloads and signed links"),
         (name = "operations", description = "Health, readiness, metrics"),
+        (name = "plugins", description = "Policy plugins: slots, modules, revisions, shadow, decision audit (admins only)"),
     )
 )]
 pub struct ApiDoc;

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod file_response;
 pub mod files;
 pub mod ops;
+pub mod plugins;
 pub mod range;
 pub mod sessions;
 pub mod tus;
@@ -49,6 +50,7 @@ fn api() -> Router<AppState> {
         .merge(sessions::router())
         .merge(files::router())
         .merge(tus::router())
+        .merge(plugins::router())
 }
 
 pub fn router(state: AppState) -> Router {

@@ -9,6 +9,7 @@ pub mod files;
 pub mod ice;
 pub mod memo;
 pub mod paging;
+pub mod plugins;
 pub mod policy;
 pub mod sessions;
 pub mod signaling;
