@@ -310,7 +310,10 @@ fn corrupt_files_are_refused_with_clear_errors() {
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
     let error = load_error(file(core.to_str().unwrap()));
     assert!(matches!(error, LoadError::WrongWorld { .. }), "{error:?}");
-    assert!(error.to_string().contains("wasm-tools component new"), "{error}");
+    assert!(
+        error.to_string().contains("wasm-tools component new"),
+        "{error}"
+    );
 
     let missing = load_error(file(dir.path().join("absent.wasm").to_str().unwrap()));
     assert!(matches!(missing, LoadError::Io { .. }), "{missing:?}");
