@@ -550,3 +550,32 @@ async fn a_looping_plugin_does_not_stall_other_async_work() {
         "a 5 ms sleep took {worst:?} while plugins looped"
     );
 }
+
+#[test]
+fn plugin_state_in_the_store_survives_a_swap() {
+    // Two messages a minute, counted in the store under the plugin's name: the new chain's
+    // plugin of the same name sees the count the old one left.
+    let limited = |lists: serde_json::Value| {
+        builtin_with(
+            Slot::Chat,
+            json!({ "rate_limit": { "messages": 2, "window_seconds": 60 }, "lists": lists }),
+        )
+    };
+    let engine = build(chat_only(vec![limited(json!([]))]), &Arc::default());
+    for _ in 0..2 {
+        assert_eq!(say(&engine, "hi").unwrap(), ModerationDecision::allow());
+    }
+    let prepared = engine
+        .prepare(
+            Slot::Chat,
+            &spec(vec![limited(
+                json!([{ "name": "x", "action": "flag", "words": ["zebra"] }]),
+            )]),
+        )
+        .unwrap();
+    engine.activate(prepared, Activation::unrecorded());
+    assert!(
+        matches!(say(&engine, "hi").unwrap(), ModerationDecision::Reject(r) if r.code == "rate_limited"),
+        "the third message in the window is over the limit, swap or not"
+    );
+}
