@@ -320,8 +320,9 @@ impl PolicyEngine {
     }
 
     /// Reads, checks, compiles (or takes from the cache), starts and smoke-tests every
-    /// plugin of `spec` for `slot`, and fills each plugin's instance pool, so that the chain
-    /// serves its first call as fast as its hundredth. Blocking: run it off the async
+    /// plugin of `spec` for `slot`, and warms each plugin's instance pool to what the plugin
+    /// of the same name in the active chain has idle, so that the chain serves its first
+    /// calls as fast as the one it replaces. Blocking: run it off the async
     /// workers. Nothing serves until [`activate`](Self::activate).
     pub fn prepare(&self, slot: Slot, spec: &ChainSpec) -> Result<PreparedChain, LoadError> {
         self.prepare_as(slot, spec, false)
@@ -373,6 +374,16 @@ impl PolicyEngine {
                 }
             };
             let limits = spec.limits.merged(&plugin.limits).resolve();
+            // As warm as the plugin it replaces: a swap under load meets no cold instance,
+            // and an idle server does not keep a full pool of every plugin.
+            let warm = self
+                .cell(slot)
+                .active
+                .load()
+                .plugins
+                .iter()
+                .find(|p| p.name == name)
+                .map_or(1, |p| p.loaded.idle().max(1));
             let started = Instant::now();
             let loaded = self.inner.runtime.load(
                 slot,
@@ -382,6 +393,7 @@ impl PolicyEngine {
                 &plugin.config,
                 limits,
                 kv.clone(),
+                warm,
             )?;
             tracing::info!(
                 slot = %slot,

@@ -125,6 +125,7 @@ impl Runtime {
         plugin_config: &serde_json::Map<String, serde_json::Value>,
         limits: Limits,
         kv: Arc<dyn KvStore>,
+        warm: usize,
     ) -> Result<Loaded, LoadError> {
         let invalid = |reason: String| LoadError::InvalidComponent {
             plugin: name.to_owned(),
@@ -258,7 +259,7 @@ impl Runtime {
             plugin: name.to_owned(),
             kind,
         })?;
-        loaded.prewarm();
+        loaded.prewarm(warm);
 
         // Only code that passed every check is kept for reuse.
         if !from_cache && let Some(cache) = &self.cache {
@@ -396,15 +397,20 @@ impl Loaded {
         Ok(Instance { store, exports })
     }
 
-    /// Fills the pool, so that a chain being activated serves its first calls as fast as
-    /// later ones. Best effort: a failure here only means a colder start.
-    fn prewarm(&self) {
-        let idle = self
-            .pool
+    /// Idle instances in the pool now.
+    pub(crate) fn idle(&self) -> usize {
+        self.pool
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .len();
-        for _ in idle..self.pool_size {
+            .len()
+    }
+
+    /// Fills the pool up to `warm` instances (at most the pool's size), so that a chain being
+    /// activated serves its first calls as fast as the chain it replaces. Best effort: a
+    /// failure here only means a colder start.
+    fn prewarm(&self, warm: usize) {
+        let idle = self.idle();
+        for _ in idle..warm.min(self.pool_size) {
             match self.instantiate() {
                 Ok(instance) => self.release(instance),
                 Err(_) => break,

@@ -511,7 +511,15 @@ impl PluginService {
     async fn evict_unreferenced(&self) {
         match self.store.referenced_plugin_modules().await {
             Ok(referenced) => {
-                let keep: HashSet<String> = referenced.into_iter().collect();
+                // Built-ins are always a rollback away, and cheap to keep.
+                let keep: HashSet<String> = referenced
+                    .into_iter()
+                    .chain(
+                        Slot::ALL
+                            .into_iter()
+                            .map(|slot| builtin_sha256(Builtin::for_slot(slot)).to_owned()),
+                    )
+                    .collect();
                 let engine = self.engine.clone();
                 let _ = tokio::task::spawn_blocking(move || engine.retain_compiled(&keep)).await;
             }
