@@ -151,6 +151,32 @@ impl TestServer {
         }
     }
 
+    /// Stops the server and starts a new one on the same configuration, data dir and
+    /// database, as an operator's restart would: what it remembers must come from disk. It
+    /// listens on a new port (`addr` changes).
+    pub async fn restart(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        self.addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = lyceum::build(self.config.clone())
+            .await
+            .expect("server builds again");
+        self.task = Some(tokio::spawn(lyceum::run(app, listener, async move {
+            let _ = rx.await;
+        })));
+        self.shutdown = Some(tx);
+    }
+
     /// Registers a user and returns `(user, accessToken, refreshToken)`.
     pub async fn register(&self, role: &str) -> Account {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -42,6 +42,7 @@ pub struct SocketClient {
     next_ack: AtomicU64,
     closed: Arc<tokio::sync::Notify>,
     closed_flag: Arc<std::sync::atomic::AtomicBool>,
+    stray_acks: Arc<AtomicU64>,
 }
 
 impl SocketClient {
@@ -97,6 +98,7 @@ impl SocketClient {
         let acks: Acks = Arc::default();
         let closed = Arc::new(tokio::sync::Notify::new());
         let closed_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stray_acks = Arc::new(AtomicU64::new(0));
 
         tokio::spawn(async move {
             while let Some(text) = out_rx.recv().await {
@@ -110,6 +112,7 @@ impl SocketClient {
         let pong = out_tx.clone();
         let reader_closed = closed.clone();
         let reader_flag = closed_flag.clone();
+        let reader_strays = stray_acks.clone();
         tokio::spawn(async move {
             while let Some(packet) = next_text(&mut stream).await {
                 if packet == "2" {
@@ -119,8 +122,13 @@ impl SocketClient {
                 } else if let Some(rest) = packet.strip_prefix("43") {
                     let (id, body) = split_id(rest);
                     let args: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-                    if let Some(tx) = id.and_then(|id| reader_acks.lock().unwrap().remove(&id)) {
-                        let _ = tx.send(args.get(0).cloned().unwrap_or(Value::Null));
+                    match id.and_then(|id| reader_acks.lock().unwrap().remove(&id)) {
+                        Some(tx) => {
+                            let _ = tx.send(args.get(0).cloned().unwrap_or(Value::Null));
+                        }
+                        None => {
+                            reader_strays.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 } else if let Some(rest) = packet.strip_prefix("42") {
                     let (_, body) = split_id(rest);
@@ -149,6 +157,7 @@ impl SocketClient {
             next_ack: AtomicU64::new(1),
             closed,
             closed_flag,
+            stray_acks,
         })
     }
 
@@ -198,6 +207,12 @@ impl SocketClient {
                 None
             }
         }
+    }
+
+    /// Acknowledgements that matched no waiting emit: a second ack for the same event, an
+    /// ack for an id never sent, or one that came after `try_emit_ack` gave up on it.
+    pub fn stray_acks(&self) -> u64 {
+        self.stray_acks.load(Ordering::Relaxed)
     }
 
     /// Hands every event from now on, timestamped on arrival, to a consumer on its own task
