@@ -3,8 +3,10 @@
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Multipart, State, multipart::MultipartRejection},
-    http::StatusCode,
+    extract::{
+        DefaultBodyLimit, FromRequestParts, Multipart, State, multipart::MultipartRejection,
+    },
+    http::{StatusCode, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
@@ -22,6 +24,7 @@ use crate::{
         plugins::{
             PluginService,
             links::{ChainBody, ShadowBody},
+            modules::is_sha256,
             parse_slot,
             views::{PluginsView, SlotView},
         },
@@ -50,9 +53,19 @@ pub fn router() -> Router<AppState> {
         .route("/plugins/{slot}/shadow/promote", post(promote))
 }
 
-/// Admins only, and that is said before anything else (even an unknown slot).
-fn admin(actor: &Actor) -> AppResult<()> {
-    PluginService::require_admin(actor)
+/// The signed-in caller, if an admin. Admins only, and that is said before anything else
+/// about the request is looked at: its slot, its query or its body. (Extractors run in the
+/// order a handler lists them, and the body is always read last.)
+pub struct Admin(pub Actor);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let AuthUser(actor) = AuthUser::from_request_parts(parts, state).await?;
+        PluginService::require_admin(&actor)?;
+        Ok(Admin(actor))
+    }
 }
 
 /// All three slots, and whether the plugins file was refused.
@@ -60,7 +73,7 @@ fn admin(actor: &Actor) -> AppResult<()> {
     responses((status = 200, body = PluginsView), (status = 403, description = "FORBIDDEN: not an admin")))]
 pub async fn overview(
     State(state): State<AppState>,
-    AuthUser(actor): AuthUser,
+    Admin(actor): Admin,
 ) -> AppResult<ApiJson<PluginsView>> {
     state.plugins.overview(&actor).map(ApiJson)
 }
@@ -71,10 +84,9 @@ pub async fn overview(
     responses((status = 200, body = SlotView), (status = 403, description = "FORBIDDEN"), (status = 404, description = "NOT_FOUND: no such slot")))]
 pub async fn slot(
     State(state): State<AppState>,
-    AuthUser(actor): AuthUser,
+    Admin(actor): Admin,
     Path(slot): Path<String>,
 ) -> AppResult<ApiJson<SlotView>> {
-    admin(&actor)?;
     state.plugins.slot(&actor, parse_slot(&slot)?).map(ApiJson)
 }
 
@@ -87,11 +99,10 @@ pub async fn slot(
         (status = 403, description = "FORBIDDEN")))]
 pub async fn activate(
     State(state): State<AppState>,
-    AuthUser(actor): AuthUser,
+    Admin(actor): Admin,
     Path(slot): Path<String>,
     Json(body): Json<ChainBody>,
 ) -> AppResult<ApiJson<SlotView>> {
-    admin(&actor)?;
     let slot = parse_slot(&slot)?;
     state
         .plugins
@@ -107,10 +118,9 @@ pub async fn activate(
     responses((status = 200, body = SlotView), (status = 403, description = "FORBIDDEN"), (status = 409, description = "CONFLICT: no earlier revision")))]
 pub async fn rollback(
     State(state): State<AppState>,
-    AuthUser(actor): AuthUser,
+    Admin(actor): Admin,
     Path(slot): Path<String>,
 ) -> AppResult<ApiJson<SlotView>> {
-    admin(&actor)?;
     let slot = parse_slot(&slot)?;
     state.plugins.rollback(&actor, slot).await.map(ApiJson)
 }
@@ -121,11 +131,10 @@ pub async fn rollback(
     responses((status = 200, body = Page<PluginRevision>), (status = 403, description = "FORBIDDEN")))]
 pub async fn revisions(
     State(state): State<AppState>,
-    AuthUser(actor): AuthUser,
+    Admin(actor): Admin,
     Path(slot): Path<String>,
     Query(query): Query<PageQuery>,
 ) -> AppResult<ApiJson<Page<PluginRevision>>> {
-    admin(&actor)?;
     let slot = parse_slot(&slot)?;
     let limit = paging::limit(query.limit)?;
     state
@@ -142,11 +151,10 @@ pub async fn revisions(
     responses((status = 200, body = SlotView), (status = 400, description = "VALIDATION_FAILED with details.reason"), (status = 403, description = "FORBIDDEN")))]
 pub async fn set_shadow(
     State(state): State<AppState>,
-    AuthUser(actor): AuthUser,
+    Admin(actor): Admin,
     Path(slot): Path<String>,
     Json(body): Json<ShadowBody>,
 ) -> AppResult<ApiJson<SlotView>> {
-    admin(&actor)?;
     let slot = parse_slot(&slot)?;
     state
         .plugins
@@ -161,10 +169,9 @@ pub async fn set_shadow(
     responses((status = 200, body = SlotView), (status = 403, description = "FORBIDDEN")))]
 pub async fn clear_shadow(
     State(state): State<AppState>,
-    AuthUser(actor): AuthUser,
+    Admin(actor): Admin,
     Path(slot): Path<String>,
 ) -> AppResult<ApiJson<SlotView>> {
-    admin(&actor)?;
     let slot = parse_slot(&slot)?;
     state.plugins.clear_shadow(&actor, slot).await.map(ApiJson)
 }
@@ -175,22 +182,28 @@ pub async fn clear_shadow(
     responses((status = 200, body = SlotView), (status = 403, description = "FORBIDDEN"), (status = 409, description = "CONFLICT: no shadow chain")))]
 pub async fn promote(
     State(state): State<AppState>,
-    AuthUser(actor): AuthUser,
+    Admin(actor): Admin,
     Path(slot): Path<String>,
 ) -> AppResult<ApiJson<SlotView>> {
-    admin(&actor)?;
     let slot = parse_slot(&slot)?;
     state.plugins.promote(&actor, slot).await.map(ApiJson)
 }
 
-/// Uploaded modules, newest first.
+/// Uploaded modules, newest first; `nextCursor` is a module's SHA-256.
 #[utoipa::path(get, path = "/api/v1/plugins/modules", tag = "plugins", security(("bearer" = [])),
-    responses((status = 200, body = Vec<PluginModule>), (status = 403, description = "FORBIDDEN")))]
+    params(PageQuery),
+    responses((status = 200, body = Page<PluginModule>), (status = 400, description = "VALIDATION_FAILED"), (status = 403, description = "FORBIDDEN")))]
 pub async fn modules(
     State(state): State<AppState>,
-    AuthUser(actor): AuthUser,
-) -> AppResult<ApiJson<Vec<PluginModule>>> {
-    state.plugins.modules(&actor).await.map(ApiJson)
+    Admin(actor): Admin,
+    Query(query): Query<PageQuery>,
+) -> AppResult<ApiJson<Page<PluginModule>>> {
+    let limit = paging::limit(query.limit)?;
+    state
+        .plugins
+        .modules(&actor, query.cursor.as_deref(), limit)
+        .await
+        .map(ApiJson)
 }
 
 /// The multipart form of a module upload.
@@ -214,7 +227,7 @@ pub struct ModuleForm {
         (status = 403, description = "FORBIDDEN"), (status = 413, description = "PAYLOAD_TOO_LARGE")))]
 pub async fn install(
     State(state): State<AppState>,
-    AuthUser(actor): AuthUser,
+    Admin(actor): Admin,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
     match receive_module(&state, &actor, multipart).await {
@@ -229,7 +242,6 @@ async fn receive_module(
     actor: &Actor,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> AppResult<(PluginModule, bool)> {
-    admin(actor)?;
     let mut multipart = multipart
         .map_err(|_| AppError::validation("file", "expected a multipart/form-data body"))?;
     let malformed = |e: axum::extract::multipart::MultipartError| {
@@ -295,10 +307,9 @@ pub struct DecisionFilter {
     responses((status = 200, body = Page<PluginDecision>), (status = 400, description = "VALIDATION_FAILED"), (status = 403, description = "FORBIDDEN")))]
 pub async fn decisions(
     State(state): State<AppState>,
-    AuthUser(actor): AuthUser,
+    Admin(actor): Admin,
     Query(filter): Query<DecisionFilter>,
 ) -> AppResult<ApiJson<Page<PluginDecision>>> {
-    admin(&actor)?;
     if let Some(slot) = &filter.slot {
         parse_slot(slot)
             .map_err(|_| AppError::validation("slot", "slot must be chat, files or signaling"))?;
@@ -311,10 +322,23 @@ pub async fn decisions(
         ),
         None => None,
     };
+    let plugin = match filter.plugin {
+        Some(plugin) => {
+            let plugin = plugin.to_ascii_lowercase();
+            if !is_sha256(&plugin) {
+                return Err(AppError::validation(
+                    "plugin",
+                    "plugin must be a module's SHA-256 in hex",
+                ));
+            }
+            Some(plugin)
+        }
+        None => None,
+    };
     let query = DecisionQuery {
         slot: filter.slot,
         verdict: filter.verdict,
-        plugin_sha256: filter.plugin.map(|p| p.to_ascii_lowercase()),
+        plugin_sha256: plugin,
         shadow: filter.shadow,
         since: filter.since,
         until: filter.until,

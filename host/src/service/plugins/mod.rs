@@ -34,7 +34,7 @@ use self::{
 use super::Actor;
 use crate::{
     domain::{
-        DecisionQuery, NewPluginRevision, Page, PluginDecision, PluginModule, PluginRevision,
+        DecisionQuery, NewPluginRevision, Page, PluginDecision, PluginModule, PluginRevision, now,
     },
     error::{AppError, AppResult},
     store::Store,
@@ -176,9 +176,28 @@ impl PluginService {
         self.engine.status(slot).into()
     }
 
-    pub async fn modules(&self, actor: &Actor) -> AppResult<Vec<PluginModule>> {
+    /// Uploaded modules, newest first, a page after the module named by `cursor`. Modules
+    /// are never deleted and an operator keeps a handful, so the page is cut from the whole
+    /// list rather than by the store.
+    pub async fn modules(
+        &self,
+        actor: &Actor,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> AppResult<Page<PluginModule>> {
         Self::require_admin(actor)?;
-        Ok(self.store.plugin_modules().await?)
+        let mut rows = self.store.plugin_modules().await?;
+        if let Some(cursor) = cursor.filter(|c| !c.is_empty()) {
+            let last = rows
+                .iter()
+                .position(|m| m.sha256 == cursor)
+                .ok_or_else(|| {
+                    AppError::validation("cursor", "cursor must be a module list's nextCursor")
+                })?;
+            rows.drain(..=last);
+        }
+        rows.truncate(limit as usize + 1);
+        Ok(super::paging::cut(rows, limit, |m| m.sha256.clone()))
     }
 
     pub async fn revisions(
@@ -261,7 +280,8 @@ impl PluginService {
             world: info.world(),
             wit_version: info.wit_version(),
             size: info.size,
-            created_at: Utc::now(),
+            // At the precision the database keeps: the 201 shows what a later 200 will.
+            created_at: now(),
             sha256: info.sha256,
         };
         let created = self.store.insert_plugin_module(&module).await?;
@@ -352,7 +372,7 @@ impl PluginService {
     ) -> AppResult<SlotView> {
         Self::require_admin(actor)?;
         let _change = self.changes.lock().await;
-        let spec = self.resolve(&body.chain, Failure::FailClosed).await?;
+        let spec = self.resolve(slot, &body.chain, Failure::FailClosed).await?;
         let prepared = self.prepare(slot, spec, true).await?;
         self.engine.set_shadow(slot, Some(prepared));
         self.shadows
@@ -408,7 +428,7 @@ impl PluginService {
         actor: Option<&Actor>,
         restored_from: Option<i64>,
     ) -> AppResult<PluginRevision> {
-        let spec = self.resolve(links, failure).await?;
+        let spec = self.resolve(slot, links, failure).await?;
         let prepared = self.prepare(slot, spec, false).await?;
         let chain = serde_json::to_value(links).map_err(|e| AppError::Internal(e.into()))?;
         let revision = self
@@ -422,7 +442,7 @@ impl PluginService {
                     chain,
                     restored_from,
                 },
-                Utc::now(),
+                now(),
             )
             .await?;
         self.engine.activate(prepared, activation(&revision));
@@ -435,7 +455,7 @@ impl PluginService {
     async fn restore(&self, revision: &PluginRevision) -> AppResult<()> {
         let slot = parse_slot(&revision.slot)?;
         let links = stored_links(revision)?;
-        let spec = self.resolve(&links, stored_failure(revision)).await?;
+        let spec = self.resolve(slot, &links, stored_failure(revision)).await?;
         let prepared = self.prepare(slot, spec, false).await?;
         self.engine.activate(prepared, activation(revision));
         Ok(())
@@ -460,7 +480,7 @@ impl PluginService {
 
     /// Turns links into what the engine prepares: modules read from disk (pinned to their
     /// hash), names, configuration, failure modes and limits.
-    async fn resolve(&self, links: &[Link], failure: Failure) -> AppResult<ChainSpec> {
+    async fn resolve(&self, slot: Slot, links: &[Link], failure: Failure) -> AppResult<ChainSpec> {
         if links.len() > MAX_CHAIN {
             return Err(AppError::validation(
                 "chain",
@@ -470,6 +490,19 @@ impl PluginService {
         let mut plugins = Vec::with_capacity(links.len());
         for link in links {
             let mut spec = match builtin_of(&link.module) {
+                // Said here, in the contract's terms: the engine would call it a bad chain.
+                Some(builtin) if builtin.slot() != slot => {
+                    return Err(AppError::PluginRefused {
+                        reason: "wrong_world".into(),
+                        message: format!(
+                            "`{}` exports the {} world; the {slot} slot runs {} plugins",
+                            link.module,
+                            builtin.slot().world(),
+                            slot.world()
+                        ),
+                        imports: Vec::new(),
+                    });
+                }
                 Some(builtin) => PluginSpec::new(PluginSource::Builtin(builtin)),
                 None if is_sha256(&link.module) => {
                     let module = self
