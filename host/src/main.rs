@@ -3,8 +3,11 @@ use lyceum::cli::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let config = match cli.load_config() {
+    let (outer, command) = Cli::parse().into_command();
+    if let Command::Plugin(args) = command {
+        return lyceum::cli::plugin::run(args).await;
+    }
+    let config = match command.config_file(&outer).load() {
         Ok(config) => config,
         Err(error) => {
             eprintln!("lyceum: {error}");
@@ -12,8 +15,8 @@ async fn main() -> std::process::ExitCode {
         }
     };
     lyceum::telemetry::init_tracing(config.log_format);
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config).await,
+    let result = match command {
+        Command::Serve { .. } => serve(config).await,
         command => lyceum::cli::run_command(config, command).await,
     };
     match result {
