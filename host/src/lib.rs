@@ -11,7 +11,7 @@
 //! - [`store`]: the `Store` trait with its SQLite and PostgreSQL implementations.
 //! - [`security`]: password hashing, access tokens, refresh tokens.
 //! - [`error`]: the one error type and its mapping onto the contract.
-//! - [`cli`]: `lyceum serve | migrate | user create | config`.
+//! - [`cli`]: `lyceum serve | migrate | user create | config | plugin …`.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
 //! port 0 and stop it cleanly.
