@@ -16,7 +16,8 @@ cargo build --release -p lyceum -p lyceum-bench
 B=target/release/lyceum-bench
 
 cargo bench -p lyceum --bench hot_paths 2>&1 | tee "$OUT/hot_paths.txt"
-cargo bench -p lyceum-plugin-runtime 2>&1 | tee "$OUT/plugins.txt"
+cargo bench -p lyceum-plugin-runtime --bench policy 2>&1 | tee "$OUT/plugins.txt"
+cargo bench -p lyceum-plugin-runtime --bench operations 2>&1 | tee "$OUT/plugin-operations.txt"
 
 run() {
     local name=$1
