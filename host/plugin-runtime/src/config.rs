@@ -12,6 +12,8 @@
 //! breaker_backoff_ms = 1000       # first wait before a probe call; doubles per failed probe
 //! breaker_max_backoff_ms = 30000  # ceiling of that wait
 //! shadow_queue = 1024      # shadow calls waiting to run; beyond it they are dropped, counted
+//! call_mode = "adaptive"   # or "pool": where calls made from async code run (see EngineConfig)
+//! inline_budget_us = 1000  # adaptive: a call slower than this sends its plugin to the pool
 //!
 //! # Defaults for every plugin; each plugin may override any of them.
 //! [limits]
@@ -297,6 +299,27 @@ pub struct EngineConfig {
     /// Shadow calls waiting to run; a call finding the queue full is not run in shadow
     /// (counted as dropped).
     pub shadow_queue: usize,
+    /// Where calls made from async code (`moderate().await`, …) run. `pool`: always on the
+    /// blocking thread pool, so no plugin ever holds an async worker, at the cost of a thread
+    /// hop per call (tens of microseconds). `adaptive`: on the caller's thread while the
+    /// chain's plugins answer within `inline_budget_us`; a plugin that takes longer three
+    /// calls in a row, times out or trips its circuit sends its chain's calls to the pool for
+    /// a minute. A plugin
+    /// turning slow can then hold each async worker once, for at most its deadline.
+    pub call_mode: CallMode,
+    /// The adaptive mode's budget of one call, in microseconds.
+    pub inline_budget_us: u64,
+}
+
+/// See [`EngineConfig::call_mode`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallMode {
+    /// On the caller's thread while plugins stay fast; on the blocking pool otherwise.
+    #[default]
+    Adaptive,
+    /// Always on the blocking pool.
+    Pool,
 }
 
 impl Default for EngineConfig {
@@ -310,6 +333,8 @@ impl Default for EngineConfig {
             breaker_backoff_ms: 1000,
             breaker_max_backoff_ms: 30_000,
             shadow_queue: 1024,
+            call_mode: CallMode::Adaptive,
+            inline_budget_us: 1000,
         }
     }
 }

@@ -62,7 +62,7 @@ mod wasm;
 
 pub use audit::{Decision, DecisionSink, NoAudit};
 pub use config::{
-    BreakerConfig, Builtin, ChainSpec, EngineConfig, FailureMode, Limits, LimitsConfig,
+    BreakerConfig, Builtin, CallMode, ChainSpec, EngineConfig, FailureMode, Limits, LimitsConfig,
     PluginSource, PluginSpec, PluginsConfig,
 };
 pub use engine::{

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::{builtin, builtin_with, ctx, file, fixture, only};
 use lyceum_plugin_runtime::{
-    Activation, ChainSpec, CircuitState, Decision, DecisionSink, FailureKind, FailureMode,
-    HostRules, LimitsConfig, LoadError, ModerationDecision, ModerationInput, PluginSpec,
-    PluginsConfig, PolicyEngine, Role, Slot, fixtures,
+    Activation, CallMode, ChainSpec, CircuitState, Decision, DecisionSink, FailureKind,
+    FailureMode, HostRules, LimitsConfig, LoadError, ModerationDecision, ModerationInput,
+    PluginSpec, PluginsConfig, PolicyEngine, Role, Slot, fixtures,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -513,19 +513,23 @@ fn compiled_code_is_kept_only_while_a_revision_needs_it() {
     assert_eq!(cached().len(), 1, "the serving builtin stays");
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_looping_plugin_does_not_stall_other_async_work() {
-    let engine = PolicyEngine::builder(chat_only(vec![
+fn looping_engine(mode: CallMode) -> PolicyEngine {
+    let mut config = chat_only(vec![
         fixture(fixtures::INFINITE_LOOP, "looper", FailureMode::FailOpen).with_limits(
             LimitsConfig {
                 deadline_ms: Some(300),
                 ..LimitsConfig::default()
             },
         ),
-    ]))
-    .build()
-    .unwrap();
-    // One async thread: had the calls run on it, the ticker below would wait for them.
+    ]);
+    config.engine.call_mode = mode;
+    config.engine.breaker_failures = 0;
+    PolicyEngine::builder(config).build().unwrap()
+}
+
+/// Starts four looping calls and meanwhile measures how late a 5 ms sleep wakes up on the
+/// same (single) async thread.
+async fn worst_lateness_while_looping(engine: &PolicyEngine) -> Duration {
     let calls: Vec<_> = (0..4)
         .map(|_| {
             let engine = engine.clone();
@@ -545,6 +549,32 @@ async fn a_looping_plugin_does_not_stall_other_async_work() {
     for call in calls {
         assert_eq!(call.await.unwrap().unwrap(), ModerationDecision::allow());
     }
+    worst
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn in_pool_mode_a_looping_plugin_never_holds_the_async_thread() {
+    let engine = looping_engine(CallMode::Pool);
+    let worst = worst_lateness_while_looping(&engine).await;
+    assert!(
+        worst < Duration::from_millis(150),
+        "a 5 ms sleep took {worst:?} while plugins looped"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn in_adaptive_mode_a_plugin_slow_once_is_moved_off_the_async_thread() {
+    let engine = looping_engine(CallMode::Adaptive);
+    // The first slow call runs where it was made (fast plugins cost no thread hop) and
+    // holds this thread up to its deadline...
+    let started = Instant::now();
+    let first = engine
+        .moderate(&ctx(Role::Student), &ModerationInput::send("r", "loop"))
+        .await;
+    assert_eq!(first.unwrap(), ModerationDecision::allow());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // ...and from then on the plugin's calls run on the blocking pool.
+    let worst = worst_lateness_while_looping(&engine).await;
     assert!(
         worst < Duration::from_millis(150),
         "a 5 ms sleep took {worst:?} while plugins looped"

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use metrics::{Counter, Histogram};
 
 use super::calls::{Call, HostRules};
-use super::stats::{Admit, Breaker, Stats};
+use super::stats::{Admit, Breaker, Slowness, Stats};
 use super::{CALL_DURATION_SECONDS, CALLS_TOTAL, FAILED_OPEN_TOTAL, Outcome};
 use crate::audit::{Decision, DecisionSink};
 use crate::config::{FailureMode, Limits};
@@ -75,6 +75,7 @@ pub(crate) struct ChainPlugin {
     metrics: PluginMetrics,
     pub(crate) stats: Stats,
     pub(crate) breaker: Breaker,
+    pub(crate) slowness: Slowness,
 }
 
 /// What makes a [`ChainPlugin`] besides its loaded module.
@@ -111,6 +112,7 @@ impl ChainPlugin {
             loaded,
             stats: Stats::default(),
             breaker: parts.breaker,
+            slowness: Slowness::new(),
         }
     }
 
@@ -139,6 +141,13 @@ pub(crate) struct Chain {
     pub(crate) shadow: bool,
 }
 
+impl Chain {
+    /// Whether any plugin of the chain was slow lately (adaptive call mode).
+    pub(crate) fn has_slow_plugin(&self) -> bool {
+        self.plugins.iter().any(|p| p.slowness.is_slow())
+    }
+}
+
 /// A chain's decision and the plugin that made it (the last one whose verdict was not a
 /// plain pass), for the audit of shadow disagreements.
 pub(crate) struct Folded<D> {
@@ -150,6 +159,8 @@ pub(crate) struct Folded<D> {
 pub(crate) struct Env<'a> {
     pub(crate) rules: &'a HostRules,
     pub(crate) audit: &'a dyn DecisionSink,
+    /// A call slower than this marks its plugin slow.
+    pub(crate) inline_budget: std::time::Duration,
 }
 
 /// Asks every plugin of `chain` in order. The first refusal ends the chain; a fail-closed
@@ -212,6 +223,14 @@ fn ask<C: Call>(
         Ok(verdict) => C::outcome(verdict),
         Err(kind) => Outcome::Failed(*kind),
     };
+    if matches!(
+        outcome,
+        Outcome::Failed(FailureKind::Timeout | FailureKind::CircuitOpen)
+    ) {
+        plugin.slowness.mark();
+    } else if let Some(elapsed) = elapsed {
+        plugin.slowness.timed(elapsed > env.inline_budget);
+    }
     if let Some(elapsed) = elapsed {
         plugin.metrics.duration.record(elapsed.as_secs_f64());
     }

@@ -26,7 +26,9 @@ use self::chain::{Chain, ChainPlugin, Env, PluginParts};
 use self::shadow::{Shadow, ShadowKv, ShadowRunner};
 use self::stats::Breaker;
 use crate::audit::{DecisionSink, NoAudit};
-use crate::config::{ChainSpec, EngineConfig, FailureMode, Limits, PluginSource, PluginsConfig};
+use crate::config::{
+    CallMode, ChainSpec, EngineConfig, FailureMode, Limits, PluginSource, PluginsConfig,
+};
 use crate::error::{FailureKind, LoadError, PolicyFailure};
 use crate::kv::{KvStore, MemoryKv};
 use crate::status::{Activation, SlotStatus};
@@ -179,9 +181,11 @@ struct Inner {
 
 /// Runs the policy plugins of every slot. Cheap to clone; share one per server.
 ///
-/// The async methods run the chain on the blocking pool, so that a plugin that runs to its
-/// deadline holds a blocking thread, never an async worker serving unrelated requests; the
-/// `_blocking` methods run on the caller's thread.
+/// The async methods run the chain on the caller's thread while its plugins answer within
+/// `engine.inline_budget_us`, and on the blocking pool once one of them was slow (or always,
+/// with `call_mode = "pool"`), so that a plugin running to its deadline holds a blocking
+/// thread, not an async worker serving unrelated requests; the `_blocking` methods always
+/// run on the caller's thread.
 #[derive(Clone)]
 pub struct PolicyEngine {
     inner: Arc<Inner>,
@@ -585,10 +589,14 @@ impl PolicyEngine {
     }
 
     fn env(&self) -> Env<'_> {
-        Env {
-            rules: &self.inner.rules,
-            audit: &*self.inner.audit,
-        }
+        env(&self.inner)
+    }
+
+    /// Whether a call from async code may run on the caller's thread (see
+    /// [`EngineConfig::call_mode`]).
+    fn inline(&self, slot: Slot) -> bool {
+        self.inner.engine_config.call_mode == CallMode::Adaptive
+            && !self.cell(slot).active.load().has_slow_plugin()
     }
 
     /// Folds `call` over the slot's active chain, then hands the same question to the
@@ -622,6 +630,9 @@ impl PolicyEngine {
         ctx: &PolicyContext,
         input: &ModerationInput,
     ) -> Result<ModerationDecision, PolicyFailure> {
+        if self.inline(Slot::Chat) {
+            return self.moderate_blocking(ctx, input);
+        }
         let (engine, ctx, input) = (self.clone(), ctx.clone(), input.clone());
         off_worker(Slot::Chat, move || engine.moderate_blocking(&ctx, &input)).await
     }
@@ -650,6 +661,9 @@ impl PolicyEngine {
         ctx: &PolicyContext,
         input: &FilePrecheck,
     ) -> Result<FileVerdict, PolicyFailure> {
+        if self.inline(Slot::Files) {
+            return self.precheck_file_blocking(ctx, input);
+        }
         let (engine, ctx, input) = (self.clone(), ctx.clone(), input.clone());
         off_worker(Slot::Files, move || {
             engine.precheck_file_blocking(&ctx, &input)
@@ -679,6 +693,9 @@ impl PolicyEngine {
         ctx: &PolicyContext,
         input: &FileFinish,
     ) -> Result<FileVerdict, PolicyFailure> {
+        if self.inline(Slot::Files) {
+            return self.finish_file_blocking(ctx, input);
+        }
         let (engine, ctx, input) = (self.clone(), ctx.clone(), input.clone());
         off_worker(Slot::Files, move || {
             engine.finish_file_blocking(&ctx, &input)
@@ -708,6 +725,9 @@ impl PolicyEngine {
         ctx: &PolicyContext,
         input: &JoinCheck,
     ) -> Result<JoinVerdict, PolicyFailure> {
+        if self.inline(Slot::Signaling) {
+            return self.check_join_blocking(ctx, input);
+        }
         let (engine, ctx, input) = (self.clone(), ctx.clone(), input.clone());
         off_worker(Slot::Signaling, move || {
             engine.check_join_blocking(&ctx, &input)
@@ -743,6 +763,9 @@ impl PolicyEngine {
         ctx: &PolicyContext,
         input: &SignalCheck,
     ) -> Result<SignalVerdict, PolicyFailure> {
+        if self.inline(Slot::Signaling) {
+            return self.check_signal_blocking(ctx, input);
+        }
         let (engine, ctx, input) = (self.clone(), ctx.clone(), input.clone());
         off_worker(Slot::Signaling, move || {
             engine.check_signal_blocking(&ctx, &input)
@@ -773,6 +796,7 @@ fn env(inner: &Inner) -> Env<'_> {
     Env {
         rules: &inner.rules,
         audit: &*inner.audit,
+        inline_budget: std::time::Duration::from_micros(inner.engine_config.inline_budget_us),
     }
 }
 

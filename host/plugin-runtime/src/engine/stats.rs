@@ -118,6 +118,62 @@ fn quantile(buckets: &[u64], q: f64) -> u64 {
     bucket_end(buckets.len() - 1)
 }
 
+/// When a plugin last showed itself slow, so that calls from async code stop running it on
+/// an async worker for a while (the engine's adaptive call mode).
+pub(crate) struct Slowness {
+    /// Milliseconds since [`epoch`] until which the plugin counts as slow; 0: not slow.
+    until_ms: AtomicU64,
+    /// Over-budget calls in a row: one alone is more likely a preempted thread than a slow
+    /// plugin (the budget is wall-clock time).
+    streak: std::sync::atomic::AtomicU32,
+}
+
+/// Over-budget calls in a row that make a plugin slow.
+const SLOW_STREAK: u32 = 3;
+
+/// How long a plugin that was slow once is kept off the async workers.
+const SLOW_FOR: Duration = Duration::from_secs(60);
+
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Slowness {
+    pub(crate) fn new() -> Self {
+        epoch();
+        Self {
+            until_ms: AtomicU64::new(0),
+            streak: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// Counts a call's time against the budget.
+    pub(crate) fn timed(&self, over_budget: bool) {
+        if !over_budget {
+            if self.streak.load(Ordering::Relaxed) != 0 {
+                self.streak.store(0, Ordering::Relaxed);
+            }
+        } else if self.streak.fetch_add(1, Ordering::Relaxed) + 1 >= SLOW_STREAK {
+            self.mark();
+        }
+    }
+
+    pub(crate) fn mark(&self) {
+        let until = now_ms().saturating_add(SLOW_FOR.as_millis() as u64);
+        self.until_ms.store(until.max(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_slow(&self) -> bool {
+        let until = self.until_ms.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
+    }
+}
+
 /// Whether to call a plugin now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Admit {
