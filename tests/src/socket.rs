@@ -168,6 +168,22 @@ impl SocketClient {
             .expect("socket connects")
     }
 
+    /// Connects with `{token}`, then waits until the server answers events on the new
+    /// socket. The server sends CONNECT a moment before its event handlers are in place;
+    /// tests of anything but that race probe with a harmless event until one is answered.
+    pub async fn ready(addr: SocketAddr, token: &str) -> SocketClient {
+        let socket = Self::with_token(addr, token).await;
+        for _ in 0..50 {
+            let probe = socket
+                .try_emit_ack("chat:online_users", json!({}), Duration::from_millis(100))
+                .await;
+            if probe.is_some() {
+                return socket;
+            }
+        }
+        panic!("the socket never answered an event");
+    }
+
     /// Emits `event` and waits (up to 5 s) for its acknowledgement.
     pub async fn emit_ack(&self, event: &str, data: Value) -> Value {
         self.emit_args_ack(event, &[data]).await

@@ -285,16 +285,7 @@ fn assert_field(reply: &Reply, field: &str) {
 /// [`events_emitted_right_after_connecting_are_answered`]); tests of other behaviour probe with
 /// a harmless event until one is answered, so that race does not make them flaky.
 async fn connect(srv: &TestServer, who: &Account) -> SocketClient {
-    let socket = SocketClient::with_token(srv.addr, &who.token).await;
-    for _ in 0..50 {
-        let probe = socket
-            .try_emit_ack("chat:online_users", json!({}), Duration::from_millis(100))
-            .await;
-        if probe.is_some() {
-            return socket;
-        }
-    }
-    panic!("the socket never answered an event");
+    SocketClient::ready(srv.addr, &who.token).await
 }
 
 /// Joins `room`, asserting success; returns the ack.

@@ -7,8 +7,6 @@
 //! tests of `service::policy` and `http`; the plugin metrics have a test binary of their
 //! own, `plugin_metrics`.)
 
-use std::time::Duration;
-
 use lyceum::config::Config;
 use lyceum_tests::{
     Account, Backend, Reply, TestServer, backend_tests, check::*, socket::SocketClient,
@@ -60,16 +58,7 @@ async fn student_in_a_course(srv: &TestServer) -> (Account, String) {
 /// Connects, then waits until the server answers events on the new socket (it sends
 /// CONNECT a moment before its handlers are in place).
 async fn connect(srv: &TestServer, who: &Account) -> SocketClient {
-    let socket = SocketClient::with_token(srv.addr, &who.token).await;
-    for _ in 0..50 {
-        let probe = socket
-            .try_emit_ack("chat:online_users", json!({}), Duration::from_millis(100))
-            .await;
-        if probe.is_some() {
-            return socket;
-        }
-    }
-    panic!("the socket never answered an event");
+    SocketClient::ready(srv.addr, &who.token).await
 }
 
 async fn send(socket: &SocketClient, room: &str, n: usize) -> Value {

@@ -327,16 +327,7 @@ fn assert_rejected(reply: &Reply, reason: &str) {
 /// Connects, then waits until the server answers events on the new socket (it sends
 /// CONNECT a moment before its handlers are in place).
 async fn connect(srv: &TestServer, who: &Account) -> SocketClient {
-    let socket = SocketClient::with_token(srv.addr, &who.token).await;
-    for _ in 0..50 {
-        let probe = socket
-            .try_emit_ack("chat:online_users", json!({}), Duration::from_millis(100))
-            .await;
-        if probe.is_some() {
-            return socket;
-        }
-    }
-    panic!("the socket never answered an event");
+    SocketClient::ready(srv.addr, &who.token).await
 }
 
 /// Polls `check` every 50 ms for up to `wait`; the first value it returns.
