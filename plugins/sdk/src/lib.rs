@@ -19,13 +19,17 @@
 //! lyceum_plugin_sdk::chat::export!(Plugin);
 //! ```
 //!
-//! Build it with `cargo build --release --target wasm32-wasip2`; the `.wasm` file in
-//! `target/wasm32-wasip2/release/` is the component. Guest memory may persist between calls or
-//! be thrown away at any time: keep state that must survive in [`kv`].
+//! Build it with `cargo build --release --target wasm32-wasip2`: the `.wasm` file in
+//! `target/wasm32-wasip2/release/` is the component. Inside this repository's `plugins/`
+//! workspace, `plugins/.cargo/config.toml` sets the target and sends the output to the
+//! repository's `target/plugins/wasm32-wasip2/release/` instead. Guest memory may persist
+//! between calls or be thrown away at any time: keep state that must survive in [`kv`].
 //!
 //! # Layout
 //! - [`chat`], [`files`], [`signaling`]: one module per world, each with its `Guest` trait,
-//!   its types and its `export!` macro. Invoke exactly one `export!` per plugin.
+//!   its types and its `export!` macro. A plugin invokes the `export!` of each world it
+//!   implements: one for a plugin of one slot (the usual case), up to all three for a
+//!   component meant to fit every slot (as some test fixtures do).
 //! - [`types`]: the shared request context and refusal.
 //! - [`log`], [`config`], [`kv`]: the host's imports, plus the helpers in this crate root.
 
