@@ -1,8 +1,8 @@
 //! Writing Lyceum policy plugins in Rust.
 //!
 //! A plugin is a WebAssembly component implementing one world of the `lyceum:policy` WIT
-//! package (in the repository's `wit/` folder). This crate holds the generated bindings for
-//! all three worlds and a few helpers, so a plugin crate needs nothing but this dependency:
+//! package. This crate holds the generated bindings for all three worlds and a few helpers,
+//! so a plugin crate needs nothing but this dependency:
 //!
 //! ```ignore
 //! use lyceum_plugin_sdk::chat::{Guest, Message, Verdict};
@@ -25,6 +25,10 @@
 //! repository's `target/plugins/wasm32-wasip2/release/` instead. Guest memory may persist
 //! between calls or be thrown away at any time: keep state that must survive in [`kv`].
 //!
+//! The crate carries the WIT it binds, `lyceum:policy@0.1.0`, in its own `wit/` folder: a
+//! copy of the repository's `wit/since_v0.1.0` (a test keeps the two identical), so the
+//! crate builds wherever it is copied, as `lyceum plugin new --lang rust` does.
+//!
 //! # Layout
 //! - [`chat`], [`files`], [`signaling`]: one module per world, each with its `Guest` trait,
 //!   its types and its `export!` macro. A plugin invokes the `export!` of each world it
@@ -46,7 +50,7 @@ pub mod chat {
     #[doc(hidden)]
     pub mod __bindings {
         wit_bindgen::generate!({
-            path: "../../wit/since_v0.1.0",
+            path: "wit",
             world: "chat-moderation",
             pub_export_macro: true,
             default_bindings_module: "lyceum_plugin_sdk::chat::__bindings",
@@ -66,7 +70,7 @@ pub mod files {
     #[doc(hidden)]
     pub mod __bindings {
         wit_bindgen::generate!({
-            path: "../../wit/since_v0.1.0",
+            path: "wit",
             world: "file-validation",
             pub_export_macro: true,
             default_bindings_module: "lyceum_plugin_sdk::files::__bindings",
@@ -92,7 +96,7 @@ pub mod signaling {
     #[doc(hidden)]
     pub mod __bindings {
         wit_bindgen::generate!({
-            path: "../../wit/since_v0.1.0",
+            path: "wit",
             world: "signaling-policy",
             pub_export_macro: true,
             default_bindings_module: "lyceum_plugin_sdk::signaling::__bindings",
