@@ -1,5 +1,6 @@
 //! Builds the policy plugins (`plugins/`, a cargo workspace of its own) for `wasm32-wasip2`
-//! so that the default plugins can be embedded and the hostile fixtures tested.
+//! so that the default plugins can be embedded and the hostile fixtures tested, and the
+//! Extism modules (`plugins/extism/`, another workspace) for `wasm32-unknown-unknown`.
 //!
 //! The nested build uses its own target directory, `target/plugins`, and so its own build
 //! lock: the outer build holds the lock of `target/debug` (or `target/release`) meanwhile.
@@ -22,6 +23,11 @@ const OTHER_COMPONENTS: &[(&str, &str)] = &[
     ("WASI_FILESYSTEM", "fixture_wasi_filesystem"),
     ("WRONG_WORLD", "fixture_wrong_world"),
     ("SLOW", "fixture_slow"),
+];
+/// Every Extism module the `plugins/extism` workspace produces, by crate name.
+const EXTISM_MODULES: &[(&str, &str)] = &[
+    ("EXTISM_SAMPLE", "lyceum_extism_sample"),
+    ("EXTISM_HOSTILE", "fixture_extism_hostile"),
 ];
 
 /// Variables the outer cargo sets for this script or inherits from its caller that would
@@ -60,7 +66,22 @@ fn main() {
     let plugins = repo.join("plugins");
     let wit = repo.join("wit");
 
-    println!("cargo::rerun-if-changed={}", plugins.display());
+    // The cargo workspaces only: the JavaScript and Python templates beside them (and their
+    // node_modules) are not built here, and must not rebuild the server when they change.
+    for part in [
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo",
+        "sdk",
+        "chat-moderation",
+        "file-validation",
+        "signaling-policy",
+        "template",
+        "fixtures",
+        "extism",
+    ] {
+        println!("cargo::rerun-if-changed={}", plugins.join(part).display());
+    }
     println!("cargo::rerun-if-changed={}", wit.display());
     println!("cargo::rerun-if-env-changed=LYCEUM_PLUGINS_CARGO");
 
@@ -71,18 +92,46 @@ fn main() {
         .or_else(|| env::var_os("CARGO"))
         .unwrap_or_else(|| "cargo".into());
 
-    let mut command = Command::new(&cargo);
+    build(
+        &cargo,
+        &plugins,
+        "wasm32-wasip2",
+        &target_dir,
+        DEFAULT_PLUGINS.iter().chain(OTHER_COMPONENTS),
+        "LYCEUM_COMPONENT",
+    );
+    build(
+        &cargo,
+        &plugins.join("extism"),
+        "wasm32-unknown-unknown",
+        &target_dir,
+        EXTISM_MODULES.iter(),
+        "LYCEUM_MODULE",
+    );
+}
+
+/// Builds every crate of the workspace at `dir` for `target` into `target_dir` and tells
+/// the crate where each of `outputs` is, as `{prefix}_{KEY}`.
+fn build<'a>(
+    cargo: &std::ffi::OsStr,
+    dir: &Path,
+    target: &str,
+    target_dir: &Path,
+    outputs: impl Iterator<Item = &'a (&'a str, &'a str)>,
+    prefix: &str,
+) {
+    let mut command = Command::new(cargo);
     command
-        .current_dir(&plugins)
+        .current_dir(dir)
         .args([
             "build",
             "--release",
             "--workspace",
             "--target",
-            "wasm32-wasip2",
+            target,
             "--target-dir",
         ])
-        .arg(&target_dir);
+        .arg(target_dir);
     for name in SCRUBBED {
         command.env_remove(name);
     }
@@ -93,20 +142,21 @@ fn main() {
         .unwrap_or_else(|e| panic!("could not run {cargo:?} to build the policy plugins: {e}"));
     if !status.success() {
         panic!(
-            "building the policy plugins for wasm32-wasip2 failed ({status}); run \
-             `cargo build --release` in plugins/ to see why"
+            "building the policy plugins in {} for {target} failed ({status}); run \
+             `cargo build --release` there to see why",
+            dir.display()
         );
     }
 
-    let out = target_dir.join("wasm32-wasip2").join("release");
-    for (key, file) in DEFAULT_PLUGINS.iter().chain(OTHER_COMPONENTS) {
+    let out = target_dir.join(target).join("release");
+    for (key, file) in outputs {
         let path = out.join(format!("{file}.wasm"));
         assert!(
             path.is_file(),
             "the plugins build did not produce {}",
             path.display()
         );
-        println!("cargo::rustc-env=LYCEUM_COMPONENT_{key}={}", path.display());
+        println!("cargo::rustc-env={prefix}_{key}={}", path.display());
     }
 }
 

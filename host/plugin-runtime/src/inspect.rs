@@ -3,18 +3,22 @@
 //!
 //! The checks run in this order and the first failure is the one reported:
 //! 1. the bytes are WebAssembly at all ([`CheckReason::NotWasm`]);
-//! 2. they are a component, not a core module ([`CheckReason::WrongWorld`]);
-//! 3. the component exports a policy world at a WIT version this server provides
+//! 2. they are a component, or a core module exporting the functions of a policy world
+//!    (an Extism module), and not some other core module ([`CheckReason::WrongWorld`]);
+//! 3. the module exports a policy world at a WIT version this server provides
 //!    ([`CheckReason::UnsupportedWitVersion`]) that fits the slot
-//!    ([`CheckReason::WrongWorld`]);
-//! 4. it imports nothing beyond that world ([`CheckReason::ForbiddenImport`]).
+//!    ([`CheckReason::WrongWorld`]); an Extism module declares its version by exporting
+//!    a function named `lyceum_policy_v0_1_0` (for 0.1.0);
+//! 4. it imports nothing beyond that world ([`CheckReason::ForbiddenImport`]): for an
+//!    Extism module, the Extism kernel's functions (but HTTP) and `lyceum_log`/`lyceum_kv`.
 //!
 //! Names are all these checks look at. Compiling, linking against the host (which finds an
 //! export with the right name but the wrong function types) and a smoke call come after.
 
 use sha2::{Digest, Sha256};
 use wasmparser::{
-    ComponentExternName, ComponentExternalKind, Encoding, Parser, Payload, Validator, WasmFeatures,
+    ComponentExternName, ComponentExternalKind, Encoding, ExternalKind, Parser, Payload, Validator,
+    WasmFeatures,
 };
 
 use crate::types::Slot;
@@ -35,6 +39,50 @@ pub(crate) const PROVIDED: &[&str] = &[
     "lyceum:policy/config@0.1.0",
     "lyceum:policy/kv@0.1.0",
 ];
+
+/// The import module of the Extism kernel (memory, input, output, config, variables, logs).
+const EXTISM_KERNEL: &str = "extism:host/env";
+/// The kernel functions a plugin is given: all of Extism 1.x's but HTTP (`http_request`,
+/// `http_status_code`, `http_headers`), since plugins have no network.
+const EXTISM_KERNEL_FUNCTIONS: &[&str] = &[
+    "alloc",
+    "free",
+    "length",
+    "length_unsafe",
+    "load_u8",
+    "load_u64",
+    "store_u8",
+    "store_u64",
+    "input_length",
+    "input_offset",
+    "input_load_u8",
+    "input_load_u64",
+    "input_set",
+    "output_length",
+    "output_offset",
+    "output_set",
+    "error_set",
+    "error_get",
+    "reset",
+    "memory_bytes",
+    "config_get",
+    "var_get",
+    "var_set",
+    "log_trace",
+    "log_debug",
+    "log_info",
+    "log_warn",
+    "log_error",
+    "get_log_level",
+];
+/// The import module of host functions, where Lyceum's live.
+const EXTISM_USER: &str = "extism:host/user";
+/// Lyceum's host functions for Extism modules, the counterparts of the `log` and `kv`
+/// interfaces.
+pub(crate) const EXTISM_HOST_FUNCTIONS: &[&str] = &["lyceum_log", "lyceum_kv"];
+/// The prefix of the export by which an Extism module names the WIT version it mirrors:
+/// `lyceum_policy_v0_1_0` for 0.1.0.
+pub const EXTISM_VERSION_MARKER: &str = "lyceum_policy_v";
 
 /// WASI interfaces that Rust's `wasm32-wasip2` standard library imports into every component
 /// whether or not the plugin uses them (stdio for panic messages, exit, environment). They
@@ -88,7 +136,8 @@ pub struct ModuleInfo {
 pub enum Abi {
     /// A WebAssembly component implementing a `lyceum:policy` world.
     Component,
-    /// An Extism core module (not accepted yet).
+    /// An Extism core module exporting a policy world's functions, which take and return
+    /// the JSON encoding of the WIT values ([`crate::json`]).
     Extism,
 }
 
@@ -149,9 +198,9 @@ impl ModuleInfo {
             .filter(|export| export.slot == slot)
             .collect();
         if exports.is_empty() {
-            return Err(CheckError::world_mismatch(slot, &self.exports));
+            return Err(CheckError::world_mismatch(slot, &self.exports, self.abi));
         }
-        self.check_imports(&provided_versions(&exports)?)
+        self.check_imports(&provided_versions(&exports, self.abi)?)
     }
 
     /// Steps 3 and 4 when no slot is named: some policy world at a provided version, and
@@ -161,7 +210,7 @@ impl ModuleInfo {
             return Err(CheckError::no_policy_world(None, &[]));
         }
         let exports: Vec<&WorldExport> = self.exports.iter().collect();
-        self.check_imports(&provided_versions(&exports)?)
+        self.check_imports(&provided_versions(&exports, self.abi)?)
     }
 
     /// Step 4: every import is a host interface of one of `versions` (the provided versions
@@ -172,6 +221,9 @@ impl ModuleInfo {
     /// the module's world is one this server provides, and what it cannot have is that
     /// particular import.
     fn check_imports(&self, versions: &[&str]) -> Result<(), CheckError> {
+        if self.abi == Abi::Extism {
+            return self.check_extism_imports();
+        }
         let allowed = |import: &str| {
             is_inert_wasi(import) || (PROVIDED.contains(&import) && is_at(import, versions))
         };
@@ -189,6 +241,114 @@ impl ModuleInfo {
     }
 }
 
+impl ModuleInfo {
+    /// Step 4 for an Extism module: the kernel's functions but HTTP, and Lyceum's host
+    /// functions. Imports are named `module/function`, such as `extism:host/user/lyceum_kv`.
+    fn check_extism_imports(&self) -> Result<(), CheckError> {
+        let allowed = |import: &str| match import.rsplit_once('/') {
+            Some((EXTISM_KERNEL, name)) => EXTISM_KERNEL_FUNCTIONS.contains(&name),
+            Some((EXTISM_USER, name)) => EXTISM_HOST_FUNCTIONS.contains(&name),
+            _ => false,
+        };
+        let forbidden: Vec<String> = self
+            .imports
+            .iter()
+            .filter(|import| !allowed(import))
+            .cloned()
+            .collect();
+        if forbidden.is_empty() {
+            return Ok(());
+        }
+        let refused: Vec<&str> = forbidden.iter().map(String::as_str).collect();
+        Err(CheckError {
+            reason: CheckReason::ForbiddenImport,
+            message: format!(
+                "The Extism module imports {}, which plugins are not given. An Extism plugin \
+                 may import the Extism kernel (`{EXTISM_KERNEL}`, without HTTP) and the host \
+                 functions `{EXTISM_USER}/lyceum_log` and `{EXTISM_USER}/lyceum_kv`; build \
+                 it for `wasm32-unknown-unknown` (WASI is not provided) and remove the code \
+                 that needs anything else.",
+                quoted_list(&refused)
+            ),
+            imports: forbidden,
+        })
+    }
+}
+
+/// The functions an Extism module exports for `slot`'s world.
+pub fn extism_functions(slot: Slot) -> &'static [&'static str] {
+    use crate::json::{CHECK_JOIN, CHECK_SIGNAL, FINISH, MODERATE, PRECHECK};
+    match slot {
+        Slot::Chat => &[MODERATE],
+        Slot::Files => &[PRECHECK, FINISH],
+        Slot::Signaling => &[CHECK_JOIN, CHECK_SIGNAL],
+    }
+}
+
+/// Steps 2 to 4 for a core module: an Extism module is recognised by the functions it
+/// exports; the version marker gives the WIT version of each world it implements.
+fn inspect_extism(
+    bytes: &[u8],
+    module: Module,
+    slot: Option<Slot>,
+) -> Result<ModuleInfo, CheckError> {
+    let functions: Vec<&str> = module
+        .exports
+        .iter()
+        .filter(|export| export.is_func)
+        .map(|export| export.name.as_str())
+        .collect();
+    let versions: Vec<String> = functions
+        .iter()
+        .filter_map(|name| name.strip_prefix(EXTISM_VERSION_MARKER))
+        .map(|version| version.replace('_', "."))
+        .collect();
+    let worlds: Vec<Slot> = Slot::ALL
+        .into_iter()
+        .filter(|slot| {
+            extism_functions(*slot)
+                .iter()
+                .all(|f| functions.contains(f))
+        })
+        .collect();
+    if worlds.is_empty() {
+        return Err(CheckError::core_module(slot, &functions));
+    }
+    if versions.is_empty() {
+        return Err(CheckError::new(
+            CheckReason::UnsupportedWitVersion,
+            format!(
+                "The Extism module does not say which version of `{PACKAGE}` it mirrors: \
+                 export a function named `{EXTISM_VERSION_MARKER}{}` (it is never called) \
+                 for {}.",
+                latest_version().replace('.', "_"),
+                package_label(latest_version())
+            ),
+        ));
+    }
+    let exports = worlds
+        .iter()
+        .flat_map(|slot| {
+            versions.iter().map(|version| WorldExport {
+                slot: *slot,
+                wit_version: version.clone(),
+            })
+        })
+        .collect();
+    let info = ModuleInfo {
+        sha256: hex::encode(Sha256::digest(bytes)),
+        size: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
+        abi: Abi::Extism,
+        exports,
+        imports: module.imports,
+    };
+    match slot {
+        Some(slot) => info.check_slot(slot)?,
+        None => info.check_any()?,
+    }
+    Ok(info)
+}
+
 /// Steps 1 and 2 and reading the module; with `Some(slot)` also steps 3 and 4 for that slot
 /// (see [`ModuleInfo::check_slot`]). With `None`, step 3 only requires that some policy
 /// world at a provided version is exported, and step 4 is checked against the world(s)
@@ -203,9 +363,7 @@ pub fn inspect(bytes: &[u8], slot: Option<Slot>) -> Result<ModuleInfo, CheckErro
     let module = read(bytes)?;
     match module.encoding {
         Encoding::Component => {}
-        // The one place core modules are decided on: Extism modules are core modules, and
-        // accepting them means reading their exports here and returning `Abi::Extism`.
-        Encoding::Module => return Err(CheckError::core_module()),
+        Encoding::Module => return inspect_extism(bytes, module, slot),
     }
 
     let exports: Vec<WorldExport> = module
@@ -298,12 +456,31 @@ impl CheckError {
         )
     }
 
-    fn core_module() -> Self {
+    /// A core module that is not an Extism plugin of any world; `functions` are the
+    /// functions it exports.
+    fn core_module(slot: Option<Slot>, functions: &[&str]) -> Self {
+        let wanted = match slot {
+            Some(slot) => format!(
+                "an Extism plugin for the {slot} slot exports {}",
+                quoted_list(extism_functions(slot))
+            ),
+            None => "an Extism plugin exports the functions of one policy world (`moderate`; \
+                     `precheck` and `finish`; or `check_join` and `check_signal`)"
+                .to_owned(),
+        };
+        let found = if functions.is_empty() {
+            "no functions".to_owned()
+        } else {
+            quoted_list(functions)
+        };
         Self::new(
             CheckReason::WrongWorld,
-            "The file is a core WebAssembly module, but a plugin must be a WebAssembly \
-             component: build it for the `wasm32-wasip2` target, or wrap the module with \
-             `wasm-tools component new`.",
+            format!(
+                "The file is a core WebAssembly module exporting {found}, but a plugin must \
+                 be a WebAssembly component (built for the `wasm32-wasip2` target) or an \
+                 Extism module: {wanted}, plus `{EXTISM_VERSION_MARKER}{}`.",
+                latest_version().replace('.', "_")
+            ),
         )
     }
 
@@ -333,32 +510,47 @@ impl CheckError {
         )
     }
 
-    /// A component exporting policy worlds, none of them `slot`'s.
-    fn world_mismatch(slot: Slot, exports: &[WorldExport]) -> Self {
+    /// A module exporting policy worlds, none of them `slot`'s.
+    fn world_mismatch(slot: Slot, exports: &[WorldExport], abi: Abi) -> Self {
         if exports.is_empty() {
             return Self::no_policy_world(Some(slot), &[]);
         }
-        let found: Vec<String> = exports
-            .iter()
-            .map(|export| format!("`{}` (`{}`)", export.slot.world(), export_name(export)))
-            .collect();
+        let mut found: Vec<String> = Vec::new();
+        for export in exports {
+            let label = match abi {
+                Abi::Component => {
+                    format!("`{}` (`{}`)", export.slot.world(), export_name(export))
+                }
+                Abi::Extism => format!(
+                    "`{}` (it exports {})",
+                    export.slot.world(),
+                    quoted_list(extism_functions(export.slot))
+                ),
+            };
+            if !found.contains(&label) {
+                found.push(label);
+            }
+        }
         let found: Vec<&str> = found.iter().map(String::as_str).collect();
+        let (noun, expected) = match abi {
+            Abi::Component => ("component", format!("`{}`", expected_export(slot))),
+            Abi::Extism => ("Extism module", quoted_list(extism_functions(slot))),
+        };
         Self::new(
             CheckReason::WrongWorld,
             format!(
-                "The component implements {}, but the {slot} slot takes plugins of the `{}` \
-                 world, which exports `{}`. Put the plugin in the slot it was written for, \
-                 or rebuild it for the `{}` world.",
+                "The {noun} implements {}, but the {slot} slot takes plugins of the `{}` \
+                 world, which exports {expected}. Put the plugin in the slot it was written \
+                 for, or rebuild it for the `{}` world.",
                 and_list(&found),
                 slot.world(),
-                expected_export(slot),
                 slot.world()
             ),
         )
     }
 
     /// The world(s) in use are exported only at versions this server does not provide.
-    fn unsupported_versions(exports: &[&WorldExport]) -> Self {
+    fn unsupported_versions(exports: &[&WorldExport], abi: Abi) -> Self {
         let mut built: Vec<String> = Vec::new();
         for export in exports {
             let label = package_label(&export.wit_version);
@@ -369,15 +561,28 @@ impl CheckError {
         let built: Vec<&str> = built.iter().map(String::as_str).collect();
         let provided: Vec<String> = PROVIDED_VERSIONS.iter().map(|v| package_label(v)).collect();
         let provided: Vec<&str> = provided.iter().map(String::as_str).collect();
-        let exported: Vec<String> = exports
-            .iter()
-            .map(|export| format!("`{}`", export_name(export)))
-            .collect();
+        let mut exported: Vec<String> = Vec::new();
+        for export in exports {
+            let name = match abi {
+                Abi::Component => format!("`{}`", export_name(export)),
+                Abi::Extism => format!(
+                    "`{EXTISM_VERSION_MARKER}{}`",
+                    export.wit_version.replace('.', "_")
+                ),
+            };
+            if !exported.contains(&name) {
+                exported.push(name);
+            }
+        }
         let exported: Vec<&str> = exported.iter().map(String::as_str).collect();
+        let noun = match abi {
+            Abi::Component => "component",
+            Abi::Extism => "Extism module",
+        };
         Self::new(
             CheckReason::UnsupportedWitVersion,
             format!(
-                "The component was built against {} (it exports {}), but this server \
+                "The {noun} was built against {} (it exports {}), but this server \
                  provides only {}. Rebuild the plugin against a WIT version this server \
                  provides.",
                 and_list(&built),
@@ -421,6 +626,8 @@ struct Export {
     name: String,
     /// Interfaces are exported as instances; a function or type of the same name is not one.
     is_instance: bool,
+    /// A core module's function export (Extism plugins are recognised by these).
+    is_func: bool,
 }
 
 /// Steps 1 and 2: validates `bytes`, then reads the top-level import and export names in a
@@ -473,6 +680,26 @@ fn read(bytes: &[u8]) -> Result<Module, CheckError> {
                     exports.push(Export {
                         name: full_name(&export.name),
                         is_instance: export.kind == ComponentExternalKind::Instance,
+                        is_func: false,
+                    });
+                }
+            }
+            Payload::ImportSection(section) if depth == 1 => {
+                for import in section.into_imports() {
+                    let import = import.map_err(invalid)?;
+                    imports.push(format!("{}/{}", import.module, import.name));
+                }
+            }
+            Payload::ExportSection(section) if depth == 1 => {
+                for export in section {
+                    let export = export.map_err(invalid)?;
+                    exports.push(Export {
+                        name: export.name.to_owned(),
+                        is_instance: false,
+                        is_func: matches!(
+                            export.kind,
+                            ExternalKind::Func | ExternalKind::FuncExact
+                        ),
                     });
                 }
             }
@@ -534,14 +761,17 @@ fn export_name(export: &WorldExport) -> String {
 
 /// The versions of `exports` that this server provides, or the error naming them all when
 /// there is none.
-fn provided_versions<'a>(exports: &[&'a WorldExport]) -> Result<Vec<&'a str>, CheckError> {
+fn provided_versions<'a>(
+    exports: &[&'a WorldExport],
+    abi: Abi,
+) -> Result<Vec<&'a str>, CheckError> {
     let provided: Vec<&str> = exports
         .iter()
         .map(|export| export.wit_version.as_str())
         .filter(|version| PROVIDED_VERSIONS.contains(version))
         .collect();
     if provided.is_empty() {
-        Err(CheckError::unsupported_versions(exports))
+        Err(CheckError::unsupported_versions(exports, abi))
     } else {
         Ok(provided)
     }
@@ -690,12 +920,77 @@ mod tests {
     }
 
     #[test]
-    fn a_core_module_is_refused_with_how_to_make_a_component() {
+    fn a_core_module_that_is_no_extism_plugin_is_refused_with_what_a_plugin_is() {
         let e = refused(b"\0asm\x01\0\0\0", Some(Slot::Chat));
         assert_eq!(e.reason, CheckReason::WrongWorld);
         assert!(e.message.contains("core WebAssembly module"), "{e}");
         assert!(e.message.contains("wasm32-wasip2"), "{e}");
-        assert!(e.message.contains("wasm-tools component new"), "{e}");
+        assert!(e.message.contains("`moderate`"), "{e}");
+        assert!(e.message.contains("`lyceum_policy_v0_1_0`"), "{e}");
+    }
+
+    #[test]
+    fn the_extism_sample_is_an_extism_plugin_for_the_chat_slot_only() {
+        let sample = fixture(fixtures::EXTISM_SAMPLE);
+        let info = inspect(&sample, Some(Slot::Chat)).expect("the sample fits the chat slot");
+        assert_eq!(info.abi, Abi::Extism);
+        assert_eq!(info.world(), "chat-moderation");
+        assert_eq!(info.wit_version(), "0.1.0");
+        assert!(
+            info.imports
+                .iter()
+                .any(|i| i == "extism:host/user/lyceum_kv"),
+            "{:?}",
+            info.imports
+        );
+        let e = refused(&sample, Some(Slot::Files));
+        assert_eq!(e.reason, CheckReason::WrongWorld);
+        assert!(e.message.contains("`precheck`, `finish`"), "{e}");
+    }
+
+    #[test]
+    fn an_extism_module_exporting_every_world_fits_every_slot() {
+        let hostile = fixture(fixtures::EXTISM_HOSTILE);
+        for slot in Slot::ALL {
+            let info = inspect(&hostile, Some(slot)).expect("fits");
+            assert_eq!(info.abi, Abi::Extism);
+        }
+    }
+
+    #[test]
+    fn an_extism_module_names_its_wit_version_by_its_marker_export() {
+        let sample = fixture(fixtures::EXTISM_SAMPLE);
+        let newer = patched(&sample, "lyceum_policy_v0_1_0", "lyceum_policy_v0_2_0");
+        let e = refused(&newer, Some(Slot::Chat));
+        assert_eq!(e.reason, CheckReason::UnsupportedWitVersion);
+        assert!(e.message.contains("`lyceum:policy@0.2.0`"), "{e}");
+        assert!(
+            e.message.contains("provides only `lyceum:policy@0.1.0`"),
+            "{e}"
+        );
+
+        let unmarked = patched(&sample, "lyceum_policy_v0_1_0", "lyceum_policy_x0_1_0");
+        let e = refused(&unmarked, Some(Slot::Chat));
+        assert_eq!(e.reason, CheckReason::UnsupportedWitVersion);
+        assert!(
+            e.message
+                .contains("export a function named `lyceum_policy_v0_1_0`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_extism_module_may_import_only_the_kernel_and_lyceum_host_functions() {
+        let sample = fixture(fixtures::EXTISM_SAMPLE);
+        let stranger = patched(&sample, "lyceum_kv", "lyceum_kw");
+        let e = refused(&stranger, Some(Slot::Chat));
+        assert_eq!(e.reason, CheckReason::ForbiddenImport);
+        assert_eq!(e.imports, ["extism:host/user/lyceum_kw"]);
+        let network = patched(&sample, "input_length", "http_request");
+        let e = refused(&network, Some(Slot::Chat));
+        assert_eq!(e.reason, CheckReason::ForbiddenImport);
+        assert_eq!(e.imports, ["extism:host/env/http_request"]);
+        assert!(e.message.contains("without HTTP"), "{e}");
     }
 
     #[test]

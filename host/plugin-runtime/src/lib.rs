@@ -55,6 +55,7 @@ mod engine;
 pub mod error;
 pub mod fixtures;
 pub mod inspect;
+pub mod json;
 pub mod kv;
 pub mod status;
 pub mod types;

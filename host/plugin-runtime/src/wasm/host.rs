@@ -1,5 +1,6 @@
 //! The host side of the plugins' imports (`log`, `config`, `kv`) and the per-store state
-//! that enforces the memory limit.
+//! that enforces the memory limit. The rules of `log` and `kv` (budgets, sizes, the plugin's
+//! own key space) are plain functions here, shared by components and Extism modules.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ pub(crate) struct PluginData {
 
 /// Log lines a plugin may write per call: enough to report a problem, too few to flood
 /// the server's log from a hot path.
-const LOG_LINES_PER_CALL: u32 = 8;
+pub(crate) const LOG_LINES_PER_CALL: u32 = 8;
 const LOG_LINE_MAX_BYTES: usize = 2048;
 const KEY_MAX_BYTES: usize = 256;
 const VALUE_MAX_BYTES: usize = 64 * 1024;
@@ -65,15 +66,83 @@ impl HostState {
     pub(crate) fn memory_exceeded(&self) -> bool {
         self.memory_exceeded
     }
+}
 
-    fn check_key(key: &str) -> Result<(), kv::KvError> {
-        if key.is_empty() || key.len() > KEY_MAX_BYTES {
-            return Err(kv::KvError::Invalid(format!(
-                "keys must be 1 to {KEY_MAX_BYTES} bytes long"
-            )));
-        }
-        Ok(())
+/// Severity of a plugin's log line.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Writes a plugin's log line under the `lyceum::plugin` target, truncated, if the call's
+/// budget (`logs_left`) allows.
+pub(crate) fn write_log(plugin: &str, logs_left: &mut u32, level: Level, mut message: String) {
+    if *logs_left == 0 {
+        return;
     }
+    *logs_left -= 1;
+    if message.len() > LOG_LINE_MAX_BYTES {
+        let mut end = LOG_LINE_MAX_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    match level {
+        Level::Trace => tracing::trace!(target: "lyceum::plugin", plugin, "{message}"),
+        Level::Debug => tracing::debug!(target: "lyceum::plugin", plugin, "{message}"),
+        Level::Info => tracing::info!(target: "lyceum::plugin", plugin, "{message}"),
+        Level::Warn => tracing::warn!(target: "lyceum::plugin", plugin, "{message}"),
+        Level::Error => tracing::error!(target: "lyceum::plugin", plugin, "{message}"),
+    }
+}
+
+fn check_key(key: &str) -> Result<(), KvError> {
+    if key.is_empty() || key.len() > KEY_MAX_BYTES {
+        return Err(KvError::Invalid(format!(
+            "keys must be 1 to {KEY_MAX_BYTES} bytes long"
+        )));
+    }
+    Ok(())
+}
+
+/// `kv.get` in `plugin`'s key space.
+pub(crate) fn kv_get(kv: &dyn KvStore, plugin: &str, key: &str) -> Result<Option<String>, KvError> {
+    check_key(key)?;
+    kv.get(plugin, key)
+}
+
+/// `kv.set` in `plugin`'s key space.
+pub(crate) fn kv_set(
+    kv: &dyn KvStore,
+    plugin: &str,
+    key: &str,
+    value: &str,
+    ttl_ms: Option<u64>,
+) -> Result<(), KvError> {
+    check_key(key)?;
+    if value.len() > VALUE_MAX_BYTES {
+        return Err(KvError::Invalid(format!(
+            "values must be at most {VALUE_MAX_BYTES} bytes long"
+        )));
+    }
+    kv.set(plugin, key, value, ttl_ms.map(Duration::from_millis))
+}
+
+/// `kv.incr` in `plugin`'s key space.
+pub(crate) fn kv_incr(
+    kv: &dyn KvStore,
+    plugin: &str,
+    key: &str,
+    delta: i64,
+    ttl_ms: Option<u64>,
+) -> Result<i64, KvError> {
+    check_key(key)?;
+    kv.incr(plugin, key, delta, ttl_ms.map(Duration::from_millis))
 }
 
 impl ResourceLimiter for HostState {
@@ -124,26 +193,15 @@ impl ResourceLimiter for HostState {
 impl types::Host for HostState {}
 
 impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, mut message: String) {
-        if self.logs_left == 0 {
-            return;
-        }
-        self.logs_left -= 1;
-        if message.len() > LOG_LINE_MAX_BYTES {
-            let mut end = LOG_LINE_MAX_BYTES;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-        }
-        let plugin = &*self.data.name;
-        match level {
-            log::Level::Trace => tracing::trace!(target: "lyceum::plugin", plugin, "{message}"),
-            log::Level::Debug => tracing::debug!(target: "lyceum::plugin", plugin, "{message}"),
-            log::Level::Info => tracing::info!(target: "lyceum::plugin", plugin, "{message}"),
-            log::Level::Warn => tracing::warn!(target: "lyceum::plugin", plugin, "{message}"),
-            log::Level::Error => tracing::error!(target: "lyceum::plugin", plugin, "{message}"),
-        }
+    fn log(&mut self, level: log::Level, message: String) {
+        let level = match level {
+            log::Level::Trace => Level::Trace,
+            log::Level::Debug => Level::Debug,
+            log::Level::Info => Level::Info,
+            log::Level::Warn => Level::Warn,
+            log::Level::Error => Level::Error,
+        };
+        write_log(&self.data.name, &mut self.logs_left, level, message);
     }
 }
 
@@ -167,36 +225,14 @@ fn kv_error(error: KvError) -> kv::KvError {
 
 impl kv::Host for HostState {
     fn get(&mut self, key: String) -> Result<Option<String>, kv::KvError> {
-        Self::check_key(&key)?;
-        self.kv.get(&self.data.name, &key).map_err(kv_error)
+        kv_get(&*self.kv, &self.data.name, &key).map_err(kv_error)
     }
 
     fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> Result<(), kv::KvError> {
-        Self::check_key(&key)?;
-        if value.len() > VALUE_MAX_BYTES {
-            return Err(kv::KvError::Invalid(format!(
-                "values must be at most {VALUE_MAX_BYTES} bytes long"
-            )));
-        }
-        self.kv
-            .set(
-                &self.data.name,
-                &key,
-                &value,
-                ttl_ms.map(Duration::from_millis),
-            )
-            .map_err(kv_error)
+        kv_set(&*self.kv, &self.data.name, &key, &value, ttl_ms).map_err(kv_error)
     }
 
     fn incr(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> Result<i64, kv::KvError> {
-        Self::check_key(&key)?;
-        self.kv
-            .incr(
-                &self.data.name,
-                &key,
-                delta,
-                ttl_ms.map(Duration::from_millis),
-            )
-            .map_err(kv_error)
+        kv_incr(&*self.kv, &self.data.name, &key, delta, ttl_ms).map_err(kv_error)
     }
 }

@@ -4,6 +4,7 @@
 
 mod cache;
 mod deadline;
+mod extism;
 mod host;
 pub(crate) mod since_v0_1_0;
 
@@ -18,11 +19,12 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use self::cache::ArtifactCache;
 use self::deadline::Overtime;
+use self::extism::ExtismPlugin;
 use self::host::HostState;
 use self::since_v0_1_0 as v0_1_0;
 use crate::config::{EngineConfig, Limits};
 use crate::error::{FailureKind, LoadError};
-use crate::inspect::{self, CheckReason, PROVIDED, is_inert_wasi};
+use crate::inspect::{self, Abi, CheckReason, PROVIDED, is_inert_wasi};
 use crate::kv::{KvStore, MemoryKv};
 use crate::types::{
     FileFinish, FilePrecheck, FileVerdict, JoinCheck, JoinVerdict, MessageEvent, ModerationInput,
@@ -158,6 +160,9 @@ impl Runtime {
                 actual: sha256,
             });
         }
+        if info.abi == Abi::Extism {
+            return self.load_extism(slot, name, bytes, &info, plugin_config, limits, kv, warm);
+        }
         let in_memory = self
             .compiled
             .lock()
@@ -233,9 +238,7 @@ impl Runtime {
             config_values: values,
         });
 
-        let loaded = Loaded {
-            abi: info.abi.as_str(),
-            wit_version: info.wit_version(),
+        let plugin = ComponentPlugin {
             slot,
             engine: self.engine.clone(),
             pre,
@@ -247,19 +250,24 @@ impl Runtime {
             fuel_enabled: self.fuel_enabled,
             pool: Mutex::new(Vec::new()),
             pool_size: self.pool_size,
-            from_cache,
-            sha256: sha256.clone(),
         };
-        let first = loaded.instantiate().map_err(|e| LoadError::Instantiate {
+        let first = plugin.instantiate().map_err(|e| LoadError::Instantiate {
             plugin: name.to_owned(),
             reason: format!("{e:#}"),
         })?;
-        loaded.release(first);
-        loaded.smoke().map_err(|kind| LoadError::ConfigRejected {
+        plugin.release(first);
+        plugin.smoke().map_err(|kind| LoadError::ConfigRejected {
             plugin: name.to_owned(),
             kind,
         })?;
-        loaded.prewarm(warm);
+        plugin.prewarm(warm);
+        let loaded = Loaded {
+            abi: info.abi.as_str(),
+            wit_version: info.wit_version(),
+            from_cache,
+            sha256: sha256.clone(),
+            body: Body::Component(plugin),
+        };
 
         // Only code that passed every check is kept for reuse.
         if !from_cache && let Some(cache) = &self.cache {
@@ -270,6 +278,53 @@ impl Runtime {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(sha256, component);
         Ok(loaded)
+    }
+
+    /// [`Runtime::load`] for an Extism module that passed the static checks: compile, start
+    /// an instance, smoke call, pre-warm. Its compiled code carries the plugin's
+    /// configuration and limits, so it is not shared with other loads of the same bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn load_extism(
+        &self,
+        slot: Slot,
+        name: &str,
+        bytes: &[u8],
+        info: &inspect::ModuleInfo,
+        plugin_config: &serde_json::Map<String, serde_json::Value>,
+        limits: Limits,
+        kv: Arc<dyn KvStore>,
+        warm: usize,
+    ) -> Result<Loaded, LoadError> {
+        let plugin = ExtismPlugin::compile(
+            slot,
+            name,
+            bytes,
+            plugin_config,
+            limits,
+            self.fuel_enabled,
+            kv,
+            self.pool_size,
+        )
+        .map_err(|reason| LoadError::InvalidComponent {
+            plugin: name.to_owned(),
+            reason,
+        })?;
+        plugin.start().map_err(|reason| LoadError::Instantiate {
+            plugin: name.to_owned(),
+            reason,
+        })?;
+        plugin.smoke().map_err(|kind| LoadError::ConfigRejected {
+            plugin: name.to_owned(),
+            kind,
+        })?;
+        plugin.prewarm(warm);
+        Ok(Loaded {
+            abi: info.abi.as_str(),
+            wit_version: info.wit_version(),
+            from_cache: false,
+            sha256: info.sha256.clone(),
+            body: Body::Extism(plugin),
+        })
     }
 
     /// Forgets compiled code of modules not in `keep`, in memory and on disk.
@@ -348,15 +403,90 @@ struct Instance {
     exports: Exports,
 }
 
-/// A loaded plugin: its pre-linked component and a pool of instances ready for calls.
+/// A loaded plugin, whatever its ABI, with what listings show of it.
+pub(crate) struct Loaded {
+    pub(crate) abi: &'static str,
+    pub(crate) wit_version: String,
+    pub(crate) from_cache: bool,
+    pub(crate) sha256: String,
+    body: Body,
+}
+
+enum Body {
+    Component(ComponentPlugin),
+    Extism(ExtismPlugin),
+}
+
+/// Calls `$method` on whichever kind of plugin `$loaded` holds.
+macro_rules! dispatch {
+    ($loaded:expr, $method:ident($($arg:expr),*)) => {
+        match &$loaded.body {
+            Body::Component(plugin) => plugin.$method($($arg),*),
+            Body::Extism(plugin) => plugin.$method($($arg),*),
+        }
+    };
+}
+
+impl Loaded {
+    /// Idle instances in the pool now.
+    pub(crate) fn idle(&self) -> usize {
+        dispatch!(self, idle())
+    }
+
+    pub(crate) fn moderate(
+        &self,
+        ctx: &PolicyContext,
+        input: &ModerationInput,
+        content: &str,
+    ) -> Result<ModerationVerdict, FailureKind> {
+        dispatch!(self, moderate(ctx, input, content))
+    }
+
+    pub(crate) fn precheck(
+        &self,
+        ctx: &PolicyContext,
+        input: &FilePrecheck,
+        name: &str,
+        folder: Option<&str>,
+    ) -> Result<FileVerdict, FailureKind> {
+        dispatch!(self, precheck(ctx, input, name, folder))
+    }
+
+    pub(crate) fn finish(
+        &self,
+        ctx: &PolicyContext,
+        input: &FileFinish,
+        name: &str,
+        folder: Option<&str>,
+    ) -> Result<FileVerdict, FailureKind> {
+        dispatch!(self, finish(ctx, input, name, folder))
+    }
+
+    pub(crate) fn check_join(
+        &self,
+        ctx: &PolicyContext,
+        input: &JoinCheck,
+    ) -> Result<JoinVerdict, FailureKind> {
+        dispatch!(self, check_join(ctx, input))
+    }
+
+    pub(crate) fn check_signal(
+        &self,
+        ctx: &PolicyContext,
+        input: &SignalCheck,
+        payload: &str,
+    ) -> Result<SignalVerdict, FailureKind> {
+        dispatch!(self, check_signal(ctx, input, payload))
+    }
+}
+
+/// A loaded component: its pre-linked component and a pool of instances ready for calls.
 ///
 /// Instances are reused across calls (a fresh one costs tens of microseconds, a call on a
 /// live one about one), so guest memory persists between calls of one instance, but not
 /// reliably: an instance that failed is dropped, never reused, and concurrent calls use
 /// different instances. Plugins keep state that matters in the host store.
-pub(crate) struct Loaded {
-    pub(crate) abi: &'static str,
-    pub(crate) wit_version: String,
+struct ComponentPlugin {
     slot: Slot,
     engine: Engine,
     pre: Pre,
@@ -368,11 +498,9 @@ pub(crate) struct Loaded {
     fuel_enabled: bool,
     pool: Mutex<Vec<Instance>>,
     pool_size: usize,
-    pub(crate) from_cache: bool,
-    pub(crate) sha256: String,
 }
 
-impl Loaded {
+impl ComponentPlugin {
     fn instantiate(&self) -> wasmtime::Result<Instance> {
         self.instantiate_with(self.kv.clone())
     }
@@ -397,8 +525,7 @@ impl Loaded {
         Ok(Instance { store, exports })
     }
 
-    /// Idle instances in the pool now.
-    pub(crate) fn idle(&self) -> usize {
+    fn idle(&self) -> usize {
         self.pool
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
