@@ -57,12 +57,49 @@ use crate::{
     state::AppState,
 };
 
-/// A fully wired server, ready to be served.
+/// A fully wired server, ready to be served. Its policy plugins may still be compiling:
+/// see [`App::plugins_loading`].
 pub struct App {
     pub router: Router,
     pub state: AppState,
     /// Background tasks of the gateway, stopped when the server stops.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    loading: PluginsLoading,
+}
+
+/// The start-up load of the policy plugins, which runs beside the server: big plugins take
+/// tens of seconds to compile, and the server answers meanwhile (each slot following its
+/// failure mode, `/ready` answering 503).
+#[derive(Clone)]
+pub struct PluginsLoading(tokio::sync::watch::Receiver<Option<Result<(), String>>>);
+
+impl PluginsLoading {
+    /// Whether the load is over, well or not.
+    pub fn is_finished(&self) -> bool {
+        self.0.borrow().is_some()
+    }
+
+    /// Resolves once every slot's chain is active, or with why the load failed (a first start
+    /// whose plugins file names a plugin that cannot load, for instance).
+    pub async fn finished(mut self) -> anyhow::Result<()> {
+        let outcome = self
+            .0
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| anyhow::anyhow!("the policy plugin load was abandoned"))?
+            .clone();
+        match outcome {
+            Some(Err(error)) => Err(anyhow::anyhow!(error)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl App {
+    /// The start-up load of the policy plugins.
+    pub fn plugins_loading(&self) -> PluginsLoading {
+        self.loading.clone()
+    }
 }
 
 impl Drop for App {
@@ -105,7 +142,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         config.refresh_token_ttl,
     ));
     let (audit, audit_writer) = plugins::audit::audit_queue(config.plugin_audit_queue);
-    let policy = Arc::new(load_policy(&config, &metrics, &*store, audit).await?);
+    let policy = Arc::new(load_policy(&config, &*store, audit).await?);
     let plugins = Arc::new(PluginService::new(
         policy.clone(),
         store.clone(),
@@ -113,10 +150,6 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         config.plugins_config.clone(),
         config.plugin_module_max_bytes,
     ));
-    plugins
-        .start()
-        .await
-        .context("activating the policy plugin revisions")?;
     let links = Arc::new(FileLinks::new(&secret, config.signed_url_ttl));
     let blobs = storage::LocalDisk::open(&config.upload_dir)
         .await
@@ -212,6 +245,12 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .with_state(gateway_state.clone())
         .build_layer();
     let mut tasks = gateway::attach(&io, &gateway_state);
+    let (loaded, loading) = tokio::sync::watch::channel(None);
+    tasks.push(tokio::spawn(load_plugins(
+        policy.clone(),
+        plugins.clone(),
+        loaded,
+    )));
     tasks.extend(audit_writer.spawn(store.clone(), config.plugin_audit_retention));
     tasks.push(tokio::spawn(plugins::watch::watch(
         plugins.clone(),
@@ -263,6 +302,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         router,
         state,
         tasks,
+        loading: PluginsLoading(loading),
     })
 }
 
@@ -274,7 +314,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = build(config).await?;
-    run(app, listener, shutdown).await
+    let loading = app.plugins_loading();
+    tokio::select! {
+        served = run(app, listener, shutdown) => served,
+        Err(error) = loading.finished() => Err(error),
+    }
 }
 
 pub async fn run(
@@ -319,56 +363,71 @@ pub async fn run(
     Ok(())
 }
 
-/// Loads `plugins.toml` (the built-in plugins when it is absent) and compiles every chain,
-/// reusing precompiled artifacts from the cache dir. An invalid file is fatal only on a first
-/// start: once revisions are recorded, the server starts on them (the plugin service restores
-/// them) and shows the file's error in `GET /api/v1/plugins`.
+/// Builds the policy engine with every slot loading (following the failure mode
+/// `plugins.toml` gives it) for [`load_plugins`] to fill. An invalid file is fatal only on a
+/// first start: once revisions are recorded, the server starts on them (the plugin service
+/// restores them) and shows the file's error in `GET /api/v1/plugins`.
 async fn load_policy(
     config: &Config,
-    _recorder: &metrics_exporter_prometheus::PrometheusHandle,
     store: &dyn store::Store,
     audit: Arc<plugins::audit::AuditQueue>,
 ) -> anyhow::Result<PolicyEngine> {
-    let builder = |plugins: PluginsConfig| {
-        PolicyEngine::builder(plugins)
-            .cache_dir(config.effective_plugin_cache_dir())
-            .audit(audit.clone())
-            .host_rules(HostRules {
-                max_message_chars: config.chat_max_message_chars,
-                max_signal_bytes: usize::try_from(
-                    config
-                        .signal_max_sdp_bytes
-                        .max(config.signal_max_candidate_bytes),
-                )
-                .unwrap_or(usize::MAX),
-                ..HostRules::default()
-            })
-            .build()
-    };
-    let from_file = PluginsConfig::load(&config.plugins_config)
-        .map_err(anyhow::Error::from)
-        .and_then(|plugins| builder(plugins).map_err(anyhow::Error::from));
-    let engine = match from_file {
-        Ok(engine) => engine,
+    let initial = match PluginsConfig::load(&config.plugins_config) {
+        Ok(plugins) => plugins,
         Err(error) => {
-            let recorded = futures::future::try_join_all(
-                lyceum_plugin_runtime::Slot::ALL
-                    .iter()
-                    .map(|slot| store.latest_plugin_revision(slot.as_str())),
-            )
-            .await?;
-            if recorded.iter().all(Option::is_none) {
+            if !plugins::has_recorded_revisions(store).await? {
                 return Err(error)
                     .with_context(|| format!("loading {}", config.plugins_config.display()));
             }
-            tracing::error!(error = %format!("{error:#}"), file = %config.plugins_config.display(), "plugins file refused; starting on the recorded revisions");
-            builder(PluginsConfig::default()).context("loading the built-in policy plugins")?
+            tracing::error!(error = %error, file = %config.plugins_config.display(), "plugins file refused; starting on the recorded revisions");
+            PluginsConfig::default()
         }
     };
-    for plugin in engine.plugins() {
-        tracing::info!(plugin = ?plugin, "policy plugin loaded");
-    }
+    let engine = PolicyEngine::builder(initial)
+        .cache_dir(config.effective_plugin_cache_dir())
+        .audit(audit)
+        .host_rules(HostRules {
+            max_message_chars: config.chat_max_message_chars,
+            max_signal_bytes: usize::try_from(
+                config
+                    .signal_max_sdp_bytes
+                    .max(config.signal_max_candidate_bytes),
+            )
+            .unwrap_or(usize::MAX),
+            ..HostRules::default()
+        })
+        .deferred()
+        .build()?;
     Ok(engine)
+}
+
+/// Loads the policy plugins beside the serving server (see [`PluginService::start`]) and
+/// reports the outcome on `loaded`.
+async fn load_plugins(
+    policy: Arc<PolicyEngine>,
+    plugins: Arc<PluginService>,
+    loaded: tokio::sync::watch::Sender<Option<Result<(), String>>>,
+) {
+    let started = std::time::Instant::now();
+    let outcome = plugins
+        .start()
+        .await
+        .context("activating the policy plugin revisions");
+    match &outcome {
+        Ok(()) => {
+            for plugin in policy.plugins() {
+                tracing::info!(plugin = ?plugin, "policy plugin loaded");
+            }
+            tracing::info!(
+                elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "policy plugins ready"
+            );
+        }
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "policy plugins failed to load");
+        }
+    }
+    let _ = loaded.send(Some(outcome.map_err(|e| format!("{e:#}"))));
 }
 
 /// The configured JWT secret, or the one kept in the data dir (generated on first run).

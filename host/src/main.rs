@@ -33,9 +33,14 @@ async fn serve(config: lyceum::config::Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.bind))?;
     let app = lyceum::build(config).await?;
-    // Announced only once the database and plugins are ready.
+    // Announced once the database is ready; the policy plugins may still be compiling
+    // ("policy plugins ready" follows, and `/ready` answers 503 until then).
     tracing::info!(addr = %listener.local_addr()?, "lyceum listening");
-    lyceum::run(app, listener, shutdown_signal()).await
+    let loading = app.plugins_loading();
+    tokio::select! {
+        served = lyceum::run(app, listener, shutdown_signal()) => served,
+        Err(error) = loading.finished() => Err(error),
+    }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -89,6 +89,7 @@ pub struct TestServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     pg_schema: Option<String>,
+    loading: Option<lyceum::PluginsLoading>,
 }
 
 impl TestServer {
@@ -96,8 +97,30 @@ impl TestServer {
         Self::start_with(backend, |_| {}).await
     }
 
-    /// Starts a server after `adjust` has changed the test configuration.
+    /// Starts a server after `adjust` has changed the test configuration, and waits until its
+    /// policy plugins are loaded, so that every slot enforces its chain from the first request.
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut server = Self::start_loading(backend, adjust).await;
+        server.plugins_loaded().await;
+        server
+    }
+
+    /// Waits until the start-up load of the policy plugins is over; panics if it failed.
+    pub async fn plugins_loaded(&mut self) {
+        if let Some(loading) = self.loading.take() {
+            loading.finished().await.expect("policy plugins load");
+        }
+    }
+
+    /// Whether the start-up load of the policy plugins is still running.
+    pub fn plugins_still_loading(&self) -> bool {
+        self.loading
+            .as_ref()
+            .is_some_and(|loading| !loading.is_finished())
+    }
+
+    /// Starts a server without waiting for its policy plugins, which load beside it.
+    pub async fn start_loading(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempdir::TempDir::new();
         let mut config = base_config(dir.path());
         let mut pg_schema = None;
@@ -114,6 +137,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let app = lyceum::build(config.clone()).await.expect("server builds");
+        let loading = app.plugins_loading();
         let task = tokio::spawn(lyceum::run(app, listener, async move {
             let _ = rx.await;
         }));
@@ -125,6 +149,7 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
             pg_schema,
+            loading: Some(loading),
         }
     }
 
@@ -171,10 +196,12 @@ impl TestServer {
         let app = lyceum::build(self.config.clone())
             .await
             .expect("server builds again");
+        let loading = app.plugins_loading();
         self.task = Some(tokio::spawn(lyceum::run(app, listener, async move {
             let _ = rx.await;
         })));
         self.shutdown = Some(tx);
+        loading.finished().await.expect("policy plugins load again");
     }
 
     /// Registers a user and returns `(user, accessToken, refreshToken)`.

@@ -35,6 +35,9 @@ impl Activation {
 pub struct SlotStatus {
     /// The slot.
     pub slot: Slot,
+    /// False while the slot's chain is still being compiled at start-up (its calls get the
+    /// slot's failure mode meanwhile).
+    pub ready: bool,
     /// The active chain's activation.
     pub activation: Activation,
     /// The slot's failure mode, for plugins that do not set their own.

@@ -67,7 +67,7 @@ impl Drop for RemoveDirOnDrop {
 }
 
 /// `lyceum serve` rooted in `dir` (uploads in `dir/uploads`) on a free loopback port, with
-/// `env` added, and the address it announced.
+/// `env` added, and the address it announced, once its policy plugins are loaded.
 pub fn serve_in(dir: &Path, env: &[(&str, String)]) -> anyhow::Result<(KillOnDrop, String)> {
     let mut command = lyceum(dir);
     command
@@ -87,9 +87,13 @@ pub fn serve_in(dir: &Path, env: &[(&str, String)]) -> anyhow::Result<(KillOnDro
     let stdout = child.stdout.take().context("server stdout")?;
     let server = KillOnDrop(child);
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     // Reads the log to its end, so the server never blocks on a full pipe.
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("policy plugins ready") {
+                let _ = ready_tx.send(());
+            }
             if line.contains("lyceum listening")
                 && let Some(addr) = line
                     .split("addr=")
@@ -103,6 +107,9 @@ pub fn serve_in(dir: &Path, env: &[(&str, String)]) -> anyhow::Result<(KillOnDro
     let addr = addr_rx
         .recv_timeout(Duration::from_secs(60))
         .context("the server did not announce its address within 60 s")?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(120))
+        .context("the server's policy plugins were not ready within 120 s")?;
     Ok((server, addr))
 }
 

@@ -16,6 +16,7 @@ async fn every_slot_starts_on_its_builtin_chain_recorded_as_a_file_revision(back
     let slots = overview["slots"].as_array().expect("slots");
     let names: Vec<&str> = slots.iter().map(|s| s["slot"].as_str().unwrap()).collect();
     assert_eq!(names, ["chat", "files", "signaling"]);
+    assert_eq!(overview["loading"], json!([]), "every chain is active");
 
     let builtins = [
         ("chat", "chat-moderation", builtin::CHAT_MODERATION),

@@ -139,6 +139,9 @@ pub(crate) struct Chain {
     pub(crate) activation: Activation,
     /// A shadow chain's verdicts are recorded, never enforced or audited one by one.
     pub(crate) shadow: bool,
+    /// Stands in for a chain still being compiled at start-up: every call gets the slot's
+    /// failure mode (refused when fail-closed, let through when fail-open).
+    pub(crate) loading: bool,
 }
 
 impl Chain {
@@ -163,6 +166,9 @@ pub(crate) struct Env<'a> {
     pub(crate) inline_budget: std::time::Duration,
 }
 
+/// The plugin named in the failure of a call to a slot whose chain is still loading.
+pub(crate) const LOADING: &str = "(chain still loading)";
+
 /// Asks every plugin of `chain` in order. The first refusal ends the chain; a fail-closed
 /// plugin's failure ends it with `Err`; a fail-open plugin's failure is passed over.
 pub(crate) fn fold<C: Call>(
@@ -170,6 +176,19 @@ pub(crate) fn fold<C: Call>(
     mut call: C,
     env: &Env<'_>,
 ) -> Result<Folded<C::Decision>, PolicyFailure> {
+    if chain.loading {
+        return match chain.failure {
+            FailureMode::FailClosed => Err(PolicyFailure {
+                slot: chain.slot,
+                plugin: LOADING.to_owned(),
+                kind: FailureKind::Unavailable,
+            }),
+            FailureMode::FailOpen => Ok(Folded {
+                decision: call.finish(),
+                by: None,
+            }),
+        };
+    }
     let mut by = None;
     for (index, plugin) in chain.plugins.iter().enumerate() {
         let Some(verdict) = ask(plugin, &call, env, chain.shadow)? else {

@@ -198,6 +198,7 @@ pub struct PolicyEngineBuilder {
     cache_dir: Option<PathBuf>,
     audit: Option<Arc<dyn DecisionSink>>,
     rules: HostRules,
+    deferred: bool,
 }
 
 impl PolicyEngineBuilder {
@@ -225,9 +226,19 @@ impl PolicyEngineBuilder {
         self
     }
 
+    /// Builds without loading any chain: every slot starts *loading* (its calls get the
+    /// configuration's failure mode for that slot, and [`PolicyEngine::ready`] is false)
+    /// until a chain is activated in it. For a server that answers while big plugins
+    /// compile: it calls [`PolicyEngine::reload`] or [`PolicyEngine::activate`] off the
+    /// serving path afterwards.
+    pub fn deferred(mut self) -> Self {
+        self.deferred = true;
+        self
+    }
+
     /// Sets up the engine and loads every slot's chain from the configuration. Any plugin
     /// that cannot be read, checked, compiled or started fails the whole build, naming the
-    /// plugin and the cause.
+    /// plugin and the cause. With [`deferred`](Self::deferred), loads nothing.
     pub fn build(self) -> Result<PolicyEngine, LoadError> {
         self.config.validate()?;
         describe_metrics();
@@ -236,13 +247,16 @@ impl PolicyEngineBuilder {
         let kv = self.kv.unwrap_or_else(|| Arc::new(MemoryKv::new()));
         let shadow_runner = ShadowRunner::start(self.config.engine.shadow_queue)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
+        let deferred = self.deferred;
+        let config = &self.config;
         let empty = |slot| SlotCell {
             active: ArcSwap::from_pointee(Chain {
                 slot,
                 plugins: Vec::new(),
-                failure: FailureMode::default(),
+                failure: config.chain_spec(slot).failure,
                 activation: Activation::unrecorded(),
                 shadow: false,
+                loading: deferred,
             }),
             shadow: ArcSwapOption::empty(),
         };
@@ -263,7 +277,9 @@ impl PolicyEngineBuilder {
                 ],
             }),
         };
-        engine.reload(&self.config)?;
+        if !deferred {
+            engine.reload(&self.config)?;
+        }
         Ok(engine)
     }
 }
@@ -293,6 +309,7 @@ impl PolicyEngine {
             cache_dir: None,
             audit: None,
             rules: HostRules::default(),
+            deferred: false,
         }
     }
 
@@ -431,6 +448,7 @@ impl PolicyEngine {
                 failure: spec.failure,
                 activation: Activation::unrecorded(),
                 shadow,
+                loading: false,
             },
         })
     }
@@ -527,11 +545,20 @@ impl PolicyEngine {
         let chain = cell.active.load();
         SlotStatus {
             slot,
+            ready: !chain.loading,
             activation: chain.activation.clone(),
             failure: chain.failure,
             chain: chain.plugins.iter().map(ChainPlugin::status).collect(),
             shadow: cell.shadow.load().as_ref().map(|s| s.status()),
         }
+    }
+
+    /// Whether every slot has a chain activated: false while a [`deferred`]
+    /// (PolicyEngineBuilder::deferred) engine is still loading.
+    pub fn ready(&self) -> bool {
+        Slot::ALL
+            .iter()
+            .all(|&slot| !self.cell(slot).active.load().loading)
     }
 
     /// Every active plugin, slot by slot, in chain order.

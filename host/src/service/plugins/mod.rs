@@ -40,6 +40,16 @@ use crate::{
     store::Store,
 };
 
+/// Whether any slot has a recorded revision, that is, this is not a first start.
+pub async fn has_recorded_revisions(store: &dyn Store) -> anyhow::Result<bool> {
+    for slot in Slot::ALL {
+        if store.latest_plugin_revision(slot.as_str()).await?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Where a revision came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -157,8 +167,14 @@ impl PluginService {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let statuses: Vec<_> = Slot::ALL.map(|slot| self.engine.status(slot)).into();
         Ok(PluginsView {
-            slots: Slot::ALL.into_iter().map(|s| self.view(s)).collect(),
+            loading: statuses
+                .iter()
+                .filter(|status| !status.ready)
+                .map(|status| status.slot.as_str())
+                .collect(),
+            slots: statuses.into_iter().map(SlotView::from).collect(),
             file: FileView {
                 path: self.plugins_file.clone(),
                 checked_at: file.checked_at,
@@ -562,31 +578,46 @@ impl PluginService {
 
     // ---- the plugins file -------------------------------------------------------------------
 
-    /// At start-up: each slot serves the file's chain when it differs from the file's last
-    /// revision (recorded as a new `file` revision), otherwise its newest revision.
+    /// At start-up, beside a server that already answers: each slot serves the file's chain
+    /// when it differs from the file's last revision (recorded as a new `file` revision),
+    /// otherwise its newest revision, otherwise (no usable file, nothing recorded) the
+    /// built-in chain. Slots load side by side and each serves as soon as its chain is
+    /// ready, so a big plugin in one slot holds up no other. Admin changes wait until this
+    /// is over.
     pub async fn start(&self) -> anyhow::Result<()> {
         let _change = self.changes.lock().await;
         let file = self.read_file().await;
-        for slot in Slot::ALL {
-            let applied = match &file {
-                Ok(bodies) => {
-                    self.apply_file_chain(slot, &bodies[slot_index(slot)])
-                        .await?
-                }
-                Err(_) => false,
-            };
-            if !applied
-                && let Some(latest) = self.store.latest_plugin_revision(slot.as_str()).await?
-            {
-                self.restore(&latest).await.map_err(|e| {
-                    anyhow::anyhow!(
-                        "restoring revision {} of the {slot} slot: {e}",
-                        latest.revision
-                    )
-                })?;
-            }
-        }
+        futures::future::try_join_all(Slot::ALL.map(|slot| self.start_slot(slot, &file))).await?;
         self.evict_unreferenced().await;
+        Ok(())
+    }
+
+    async fn start_slot(
+        &self,
+        slot: Slot,
+        file: &Result<[ChainBody; 3], String>,
+    ) -> anyhow::Result<()> {
+        if let Ok(bodies) = file
+            && self
+                .apply_file_chain(slot, &bodies[slot_index(slot)])
+                .await?
+        {
+            return Ok(());
+        }
+        if let Some(latest) = self.store.latest_plugin_revision(slot.as_str()).await? {
+            return self.restore(&latest).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "restoring revision {} of the {slot} slot: {e}",
+                    latest.revision
+                )
+            });
+        }
+        let engine = self.engine.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            engine.prepare(slot, &PluginsConfig::default().chain_spec(slot))
+        })
+        .await??;
+        self.engine.activate(prepared, Activation::unrecorded());
         Ok(())
     }
 

@@ -22,6 +22,9 @@ pub struct PluginsView {
     pub slots: Vec<SlotView>,
     /// The plugins file and whether its last reading was refused.
     pub file: FileView,
+    /// Slots whose chain is still compiling at start-up, in slot order; their calls get the
+    /// slot's failure mode meanwhile. Empty once every chain is active.
+    pub loading: Vec<&'static str>,
 }
 
 /// The plugins file as last read.
