@@ -63,12 +63,17 @@ async function peer({ token, sessionId, role, message }) {
   // belongs to; like any WebRTC client, hold candidates until the remote description is set.
   const early = [];
   let described = false;
+  // ICE may connect on peer-reflexive candidates before the peer's trickled ones arrive, so
+  // each side waits for one relayed candidate before it reports: that is what the test checks.
+  let candidateApplied;
+  const gotCandidate = new Promise((resolve) => (candidateApplied = resolve));
   const describe = async (sdp) => {
     await pc.setRemoteDescription(sdp);
     described = true;
     for (const candidate of early.splice(0)) {
       await pc.addIceCandidate(candidate);
       log.push("got candidate");
+      candidateApplied();
     }
   };
   socket.on("webrtc:ice_candidate_received", async (signal) => {
@@ -82,6 +87,7 @@ async function peer({ token, sessionId, role, message }) {
     }
     await pc.addIceCandidate(signal.candidate);
     log.push("got candidate");
+    candidateApplied();
   });
   const connected = new Promise((resolve, reject) => {
     pc.onconnectionstatechange = () => {
@@ -116,6 +122,7 @@ async function peer({ token, sessionId, role, message }) {
     await opened;
     channel.send(message);
     log.push("sent message");
+    await gotCandidate;
     return { log, state: pc.connectionState };
   }
 
@@ -143,6 +150,7 @@ async function peer({ token, sessionId, role, message }) {
   await connected;
   const text = await received;
   log.push("got message");
+  await gotCandidate;
   return { log, state: pc.connectionState, received: text };
 }
 
