@@ -5,6 +5,7 @@
 //! - `access`: admins only; everyone else is FORBIDDEN, whatever they ask.
 //! - `overview`: the three slots as they start (the builtin chains, recorded from the file).
 //! - `modules`: uploads named by SHA-256, and the modules refused before they are stored.
+//! - `extism`: an Extism module installed, activated and audited like a component.
 //! - `chains`: PUT makes a chain active as a new revision; a refused chain changes nothing.
 //! - `swap`: chains swapped many times under concurrent chat; no message is lost or failed.
 //! - `revisions`: the history of a slot, rollback, and a restart on the same database.
@@ -35,6 +36,8 @@ mod access;
 mod chains;
 #[path = "plugins_admin/decisions.rs"]
 mod decisions;
+#[path = "plugins_admin/extism.rs"]
+mod extism;
 #[path = "plugins_admin/file.rs"]
 mod file;
 #[path = "plugins_admin/modules.rs"]
