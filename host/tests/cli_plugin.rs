@@ -85,6 +85,22 @@ fn check_passes_the_template_for_the_chat_slot() {
 }
 
 #[test]
+fn check_passes_the_extism_sample_and_says_what_it_is() {
+    let run = offline(&["check", fixtures::EXTISM_SAMPLE, "--slot", "chat"]);
+    run.succeeded();
+    assert!(
+        run.stdout
+            .contains("is an Extism module implementing chat-moderation at WIT 0.1.0"),
+        "{}",
+        run.describe()
+    );
+    let run = offline(&["check", fixtures::EXTISM_HOSTILE, "--json"]);
+    let module = run.succeeded().json();
+    assert_eq!(module["abi"], "extism");
+    assert_eq!(module["slots"], json!(["chat", "files", "signaling"]));
+}
+
+#[test]
 fn check_without_a_slot_prepares_every_slot_the_module_exports() {
     let run = offline(&["check", fixtures::PANIC, "--json"]);
     let module = run.succeeded().json();

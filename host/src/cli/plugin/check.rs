@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use lyceum_plugin_runtime::{
     ChainSpec, LoadError, PluginSource, PluginSpec, PluginsConfig, PolicyEngine, Slot,
-    inspect::{self, CheckError, ModuleInfo},
+    inspect::{self, Abi, CheckError, ModuleInfo},
 };
 use serde_json::{Map, Value, json};
 
@@ -117,13 +117,16 @@ impl Checked {
             [rest @ .., last] => format!("the {} and {last} slots", rest.join(", ")),
             [] => "no slot".into(),
         };
+        let kind = match self.info.abi {
+            Abi::Component => "a component",
+            Abi::Extism => "an Extism module",
+        };
         format!(
-            "passed: {} (sha256 {}, {} bytes) is a {} implementing {} at WIT {}; it compiled and \
-             answered a smoke call with its configuration in {slots}",
+            "passed: {} (sha256 {}, {} bytes) is {kind} implementing {} at WIT {}; it compiled \
+             and answered a smoke call with its configuration in {slots}",
             self.path.display(),
             self.info.sha256,
             self.info.size,
-            self.info.abi.as_str(),
             self.info.world(),
             self.info.wit_version(),
         )
