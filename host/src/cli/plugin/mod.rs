@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //! - [`check`]: the offline check (static checks, compilation, smoke call).
+//! - [`test`]: a module run against sample inputs offline.
+//! - [`new`]: a plugin project to build outside this repository.
 //! - [`api`]: the HTTP client and the contract's envelope.
 //! - [`chain`]: `--chain`, `--config` and `--chain-file` into the API's links.
 //! - [`render`]: the tables.
@@ -14,7 +16,9 @@ pub mod api;
 pub mod chain;
 pub mod check;
 pub mod error;
+pub mod new;
 pub mod render;
+pub mod test;
 
 use std::{io::Write, path::PathBuf, process::ExitCode};
 
@@ -36,13 +40,14 @@ use crate::{
 
 /// Shown under `lyceum plugin --help`.
 pub const AFTER_HELP: &str = "\
-Commands other than `check` call a running server: its address comes from --url or \
-LYCEUM_URL (default http://127.0.0.1:3000), an administrator's access token from LYCEUM_TOKEN \
-(or --token, which other users of the machine can see). The token is never printed.
+Commands other than `check`, `test` and `new` call a running server: its address comes from \
+--url or LYCEUM_URL (default http://127.0.0.1:3000), an administrator's access token from \
+LYCEUM_TOKEN (or --token, which other users of the machine can see). The token is never printed.
 
-Exit status: 0 done (for `check`: the module passed); 1 refused, by the check or by the \
-server (the error's code, details.reason and message are printed), or no answer; 2 the \
-command line is wrong.";
+Exit status: 0 done (for `check`: the module passed; for `test`: every case passed); 1 \
+refused, by the check or by the server (the error's code, details.reason and message are \
+printed), a case of `test` failed, or no answer; 2 the command line (or the cases file of \
+`test`) is wrong.";
 
 #[derive(Debug, Args)]
 pub struct PluginArgs {
@@ -88,6 +93,8 @@ pub enum PluginCommand {
         #[arg(long, value_name = "JSON", value_parser = chain::json_object)]
         config: Option<Map<String, Value>>,
     },
+    New(new::NewArgs),
+    Test(test::TestArgs),
     /// Show each slot's active chain and its counters.
     ///
     /// Per slot: its revision and failure mode; its plugins with their module's SHA-256
@@ -307,13 +314,24 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 /// and, with `--json`, the error's JSON on standard output.
 pub async fn run(args: PluginArgs) -> ExitCode {
     let json = args.json;
-    let result = execute(args.command, json).await;
+    // `test` prints its report whether cases pass or fail; a failed case exits 1.
+    let (result, failed) = match args.command {
+        PluginCommand::Test(test) => match test::run(test, json).await {
+            Ok(report) => (Ok(report.output), report.failed > 0),
+            Err(error) => (Err(error), false),
+        },
+        command => (execute(command, json).await, false),
+    };
     // Written, not `print!`ed: a reader that stops early (`| head`) is no reason to panic.
     let mut stdout = std::io::stdout().lock();
     match result {
         Ok(output) => {
             let _ = stdout.write_all(output.as_bytes());
-            ExitCode::SUCCESS
+            if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(error) => {
             if json {
@@ -357,6 +375,8 @@ async fn execute(command: PluginCommand, json: bool) -> Result<String, CliError>
                 format!("{}\n", checked.sentence())
             })
         }
+        PluginCommand::New(args) => new::run(args, json),
+        PluginCommand::Test(_) => unreachable!("`test` is run by `run`, which reports its cases"),
         PluginCommand::List { slot, server } => {
             let api = connect(server)?;
             match slot {
