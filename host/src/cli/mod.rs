@@ -1,8 +1,8 @@
 //! The `lyceum` command line. The server's commands (`serve`, `migrate`, `user create`,
 //! `config`) read the same configuration as `serve`, so `lyceum user create` with the same
 //! `LYCEUM_DATA_DIR` writes to the database the server uses, even while it runs. The
-//! operators' `lyceum plugin …` commands ([`plugin`]) read none of it: they check modules
-//! offline or talk to a running server over its admin API.
+//! plugin commands (`lyceum plugin …`, [`plugin`]) read none of it: they write, check and
+//! test modules offline or talk to a running server over its admin API.
 
 pub mod plugin;
 
@@ -57,9 +57,10 @@ pub enum Command {
         #[command(flatten)]
         file: ConfigFile,
     },
-    /// Operate the policy plugins (check, install, activate, roll back, shadow, audit).
+    /// Write, check and test policy plugins; install, activate, roll back, shadow and audit
+    /// them on a running server.
     ///
-    /// `check` works offline on a module file; the other commands call the admin API of a
+    /// `new`, `check` and `test` work offline; the other commands call the admin API of a
     /// running server as an administrator.
     #[command(after_help = plugin::AFTER_HELP)]
     Plugin(plugin::PluginArgs),
