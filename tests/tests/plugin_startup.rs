@@ -115,3 +115,63 @@ backend_tests!(
     a_fail_closed_slot_refuses_until_its_chain_is_loaded_and_says_so,
     a_fail_open_slot_lets_calls_through_while_its_chain_loads,
 );
+
+/// Two servers with databases of their own share one plugin cache, as a fresh install on a
+/// machine that ran Lyceum before would: the second finds the compiled code of the file's
+/// chat plugins and uses it. The slots load side by side and the built-in ones finish first;
+/// nothing they do may evict code the chat slot is about to use (it would compile again,
+/// tens of seconds for a JavaScript or Python component).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_keeps_the_compiled_code_it_finds_in_the_cache() {
+    let cache = lyceum_tests::tempdir::TempDir::new();
+    // The slow fixture holds the chat slot in its smoke call while the other slots finish;
+    // the template after it is the plugin whose compiled code must survive.
+    let plugins = format!(
+        "[[chat.plugins]]\nsource = '{}'\nconfig = {{ iterations = 1500000000 }}\nlimits = {{ deadline_ms = 60000 }}\n\n[[chat.plugins]]\nsource = '{}'\n",
+        fixtures::SLOW,
+        fixtures::TEMPLATE
+    );
+    let start = || {
+        let plugins = plugins.clone();
+        let cache = cache.path().to_owned();
+        TestServer::start_with(Backend::Sqlite, move |config| {
+            let path = config
+                .data_dir
+                .parent()
+                .expect("the server's temp dir")
+                .join("plugins.toml");
+            std::fs::write(&path, plugins).expect("plugins.toml written");
+            config.plugins_config = path;
+            config.plugin_cache_dir = Some(cache);
+        })
+    };
+    let template = sha256_hex(&std::fs::read(fixtures::TEMPLATE).unwrap());
+    let compiled = || {
+        std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| path.to_string_lossy().contains(&template))
+    };
+
+    let first = start().await;
+    let path = compiled().expect("the first server cached the template's compiled code");
+    let written = std::fs::metadata(&path).unwrap().modified().unwrap();
+    first.stop().await.unwrap();
+
+    let second = start().await;
+    let kept = compiled().expect("the template's compiled code is still cached");
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().modified().unwrap(),
+        written,
+        "the second server compiled the template again instead of using the cached code"
+    );
+    second.stop().await.unwrap();
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -15,7 +15,10 @@ pub mod watch;
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::SystemTime,
 };
 
@@ -122,6 +125,10 @@ pub struct PluginService {
     /// a restart ends them).
     shadows: Mutex<HashMap<Slot, Vec<Link>>>,
     file: Mutex<FileState>,
+    /// Set while the slots load side by side at start-up: a slot that finishes first must
+    /// not evict the compiled code another slot is about to record (it would be compiled
+    /// again on every first start), so eviction waits for all of them.
+    starting: AtomicBool,
 }
 
 impl PluginService {
@@ -141,6 +148,7 @@ impl PluginService {
             changes: tokio::sync::Mutex::new(()),
             shadows: Mutex::new(HashMap::new()),
             file: Mutex::new(FileState::default()),
+            starting: AtomicBool::new(false),
         }
     }
 
@@ -558,6 +566,9 @@ impl PluginService {
 
     /// Compiled code is kept only for modules some revision names, or that serve now.
     async fn evict_unreferenced(&self) {
+        if self.starting.load(Ordering::Acquire) {
+            return;
+        }
         match self.store.referenced_plugin_modules().await {
             Ok(referenced) => {
                 // Built-ins are always a rollback away, and cheap to keep.
@@ -587,7 +598,11 @@ impl PluginService {
     pub async fn start(&self) -> anyhow::Result<()> {
         let _change = self.changes.lock().await;
         let file = self.read_file().await;
-        futures::future::try_join_all(Slot::ALL.map(|slot| self.start_slot(slot, &file))).await?;
+        self.starting.store(true, Ordering::Release);
+        let started =
+            futures::future::try_join_all(Slot::ALL.map(|slot| self.start_slot(slot, &file))).await;
+        self.starting.store(false, Ordering::Release);
+        started?;
         self.evict_unreferenced().await;
         Ok(())
     }
