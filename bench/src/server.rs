@@ -15,8 +15,9 @@ use std::{
 
 use anyhow::{Context, anyhow, bail, ensure};
 
-/// How long a spawned server may take to answer `/health` (the first start compiles the
-/// default plugins, which the shared cache then spares later starts).
+/// How long a spawned server may take to be ready, `/ready` answering 200: it answers at once,
+/// but its policy plugins compile beside it on a first start (the shared cache then spares
+/// later starts), and until they are active a fail-closed slot refuses every message.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The chain of the chat slot: the default moderation plugin with its default word lists,
@@ -84,7 +85,7 @@ impl Server {
         })
     }
 
-    /// Starts `lyceum serve` as `spec` says and waits until `/health` answers.
+    /// Starts `lyceum serve` as `spec` says and waits until `/ready` answers 200.
     pub async fn spawn(spec: &SpawnSpec, http: &reqwest::Client) -> anyhow::Result<Server> {
         ensure!(
             spec.binary.is_file(),
@@ -206,7 +207,7 @@ impl Server {
         let pid = child.id();
 
         let started = Instant::now();
-        let health = format!("http://{addr}/health");
+        let ready = format!("http://{addr}/ready");
         loop {
             if let Some(status) = spawned
                 .child
@@ -214,18 +215,18 @@ impl Server {
                 .and_then(|c| c.try_wait().ok().flatten())
             {
                 bail!(
-                    "the server exited with {status} before answering /health; its log:\n{}",
+                    "the server exited with {status} before it was ready; its log:\n{}",
                     tail(&spawned.log, 40)
                 );
             }
-            if let Ok(reply) = http.get(&health).send().await
+            if let Ok(reply) = http.get(&ready).send().await
                 && reply.status().is_success()
             {
                 break;
             }
             if started.elapsed() > START_TIMEOUT {
                 bail!(
-                    "the server did not answer /health within {START_TIMEOUT:?}; its log:\n{}",
+                    "the server was not ready within {START_TIMEOUT:?}; its log:\n{}",
                     tail(&spawned.log, 40)
                 );
             }
