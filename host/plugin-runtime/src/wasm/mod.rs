@@ -66,7 +66,12 @@ impl Runtime {
             .total_tables(instances.saturating_mul(4))
             .max_memories_per_component(2)
             .max_tables_per_component(8)
-            .max_memory_size(max_memory);
+            .max_memory_size(max_memory)
+            // Policy plugins allocate no GC objects. Each pooled GC heap reserves address
+            // space like a memory, and the default of 1,000 of them (present since extism
+            // turned on wasmtime's `gc` feature) ran tests that start many engines out of
+            // address space.
+            .total_gc_heaps(0);
 
         let mut wasm = Config::new();
         // Memories keep wasmtime's default 4 GiB reservation with guard pages, so compiled
