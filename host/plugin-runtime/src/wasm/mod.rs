@@ -67,10 +67,12 @@ impl Runtime {
             .max_memories_per_component(2)
             .max_tables_per_component(8)
             .max_memory_size(max_memory)
-            // Policy plugins allocate no GC objects. Each pooled GC heap reserves address
-            // space like a memory, and the default of 1,000 of them (present since extism
-            // turned on wasmtime's `gc` feature) ran tests that start many engines out of
-            // address space.
+            // Plugins are called synchronously and allocate no GC objects. extism turns on
+            // wasmtime's `async` and `gc` features, and the pool would then set up 1,000
+            // fiber stacks (each with a guard page: one more memory mapping) and 1,000 GC
+            // heaps (each reserving address space like a memory) per engine: test binaries
+            // that start many servers ran out of mappings.
+            .total_stacks(0)
             .total_gc_heaps(0);
 
         let mut wasm = Config::new();
