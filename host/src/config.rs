@@ -26,6 +26,7 @@ pub const KEYS: &[&str] = &[
     "db_max_connections",
     "upload_dir",
     "jwt_secret",
+    "jwt_retired_secrets",
     "jwt_issuer",
     "jwt_audience",
     "access_token_ttl",
@@ -87,6 +88,10 @@ pub struct Config {
     pub upload_dir: PathBuf,
     /// HS256 key for access tokens; generated and kept in `<data_dir>/jwt_secret` when unset.
     pub jwt_secret: Option<Secret>,
+    /// Earlier `jwt_secret`s whose access tokens are still accepted (never used to sign), so
+    /// rotating the secret logs nobody out: keep a retired secret for one `access_token_ttl`.
+    #[serde(deserialize_with = "secret_list")]
+    pub jwt_retired_secrets: Vec<Secret>,
     pub jwt_issuer: String,
     pub jwt_audience: String,
     #[serde(with = "duration")]
@@ -196,6 +201,7 @@ impl Default for Config {
             db_max_connections: 16,
             upload_dir: PathBuf::from("uploads"),
             jwt_secret: None,
+            jwt_retired_secrets: Vec::new(),
             jwt_issuer: "lyceum".into(),
             jwt_audience: "lyceum-api".into(),
             access_token_ttl: Duration::from_secs(15 * 60),
@@ -325,6 +331,16 @@ impl Config {
             return Err(ConfigError::key(
                 "jwt_secret",
                 "must be at least 32 bytes long",
+            ));
+        }
+        if self
+            .jwt_retired_secrets
+            .iter()
+            .any(|s| s.expose().len() < 32)
+        {
+            return Err(ConfigError::key(
+                "jwt_retired_secrets",
+                "each secret must be at least 32 bytes long",
             ));
         }
         if self.db_max_connections == 0 {
@@ -527,6 +543,9 @@ impl Config {
             .as_ref()
             .map(|u| Secret(mask_url(u.expose())));
         shown.jwt_secret = self.jwt_secret.as_ref().map(|_| Secret("********".into()));
+        for retired in &mut shown.jwt_retired_secrets {
+            *retired = Secret("********".into());
+        }
         shown.turn_secret = self.turn_secret.as_ref().map(|_| Secret("********".into()));
         let mut text = toml_string(&shown);
         if self.jwt_secret.is_none() {
@@ -676,6 +695,11 @@ pub fn parse_size(text: &str) -> Option<u64> {
     number.checked_mul(factor)
 }
 
+/// A [`list`] of secrets.
+fn secret_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    Ok(list(d)?.into_iter().map(Secret).collect())
+}
+
 /// A list from TOML arrays or from a comma-separated environment variable.
 fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -715,6 +739,29 @@ mod tests {
         assert_eq!(parse_size("2 GiB"), Some(2 * 1024 * MIB));
         assert_eq!(parse_size("1000"), Some(1000));
         assert_eq!(parse_size("12 parsecs"), None);
+    }
+
+    #[test]
+    fn retired_jwt_secrets_are_a_list_of_full_length_masked_secrets() {
+        let long = "r".repeat(32);
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Serialized::default(
+                "jwt_retired_secrets",
+                format!("{long}, {}", "s".repeat(40)),
+            ))
+            .extract()
+            .unwrap();
+        assert_eq!(config.jwt_retired_secrets.len(), 2);
+        assert!(config.validate().is_ok());
+        let shown = config.to_masked_toml();
+        assert!(!shown.contains(&long), "{shown}");
+
+        let short = Config {
+            jwt_retired_secrets: vec![Secret::new(long), Secret::new("x".repeat(31))],
+            ..Config::default()
+        };
+        let error = short.validate().unwrap_err().to_string();
+        assert!(error.contains("jwt_retired_secrets"), "{error}");
     }
 
     #[test]

@@ -122,12 +122,20 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .await
         .context("opening the database")?;
     let secret = jwt_secret(&config)?;
-    let jwt = Arc::new(JwtKeys::new(
-        &secret,
-        &config.jwt_issuer,
-        &config.jwt_audience,
-        config.access_token_ttl,
-    ));
+    let jwt = Arc::new(
+        JwtKeys::new(
+            &secret,
+            &config.jwt_issuer,
+            &config.jwt_audience,
+            config.access_token_ttl,
+        )
+        .accepting_retired(
+            config
+                .jwt_retired_secrets
+                .iter()
+                .map(|s| s.expose().as_bytes()),
+        ),
+    );
     let hasher = PasswordHasher::from_config(&config)?;
     let auth = Arc::new(AuthService::new(
         store.clone(),

@@ -15,6 +15,8 @@ backend_tests!(
     logout_revokes_and_is_idempotent,
     me_requires_a_valid_bearer_token,
     forged_and_expired_tokens_are_refused,
+    claims_of_the_wrong_type_or_missing_are_refused,
+    a_rotated_secret_keeps_its_tokens_valid_while_it_is_retired,
     eight_concurrent_registrations_with_one_email_give_one_account,
     sign_ups_beyond_the_hashing_queue_are_refused_and_change_nothing,
 );
@@ -414,11 +416,15 @@ async fn forged_and_expired_tokens_are_refused(backend: Backend) {
     let parts: Vec<&str> = ada.token.split('.').collect();
     let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     assert_eq!(claims["sub"], ada.id.as_str());
-    for key in ["role", "iss", "aud", "iat", "exp", "jti", "nbf"] {
+    for key in ["role", "iss", "aud", "iat", "exp", "jti", "nbf", "sid"] {
         assert!(claims.get(key).is_some(), "claim {key} missing");
     }
+    assert_eq!(claims["typ"], "access");
     let now = chrono::Utc::now().timestamp();
-    let hs256 = json!({"alg": "HS256", "typ": "JWT"});
+    // The server's own header: HS256 and the key id.
+    let hs256: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(hs256["alg"], "HS256");
+    assert!(hs256["kid"].is_string(), "{hs256}");
     let me = |token: String| {
         let client = srv.client().bearer(&token);
         async move { client.get("/api/v1/auth/me").await }
@@ -492,6 +498,119 @@ async fn forged_and_expired_tokens_are_refused(backend: Backend) {
     me(sign(&hs256, &foreign, JWT_SECRET.as_bytes()))
         .await
         .assert_error(401, "UNAUTHORIZED");
+}
+
+fn decoded(part: &str) -> Value {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+/// A claim of another JSON type must not pass as absent (jsonwebtoken before 10.3 skipped the
+/// `nbf` check for a string `nbf`), and every claim is required.
+async fn claims_of_the_wrong_type_or_missing_are_refused(backend: Backend) {
+    let srv = TestServer::start(backend).await;
+    let ada = srv.register("student").await;
+    let parts: Vec<&str> = ada.token.split('.').collect();
+    let (header, claims) = (decoded(parts[0]), decoded(parts[1]));
+    let me = |token: String| {
+        let client = srv.client().bearer(&token);
+        async move { client.get("/api/v1/auth/me").await }
+    };
+    assert_eq!(
+        me(sign(&header, &claims, JWT_SECRET.as_bytes()))
+            .await
+            .status,
+        200
+    );
+
+    let later = chrono::Utc::now().timestamp() + 3_600;
+    let changed = [
+        ("nbf", json!(later.to_string())),
+        ("nbf", json!(later as f64 + 0.25)),
+        ("exp", json!((later + 60).to_string())),
+        ("iat", json!(claims["iat"].to_string())),
+        ("typ", json!("refresh")),
+        ("sub", json!(42)),
+    ];
+    for (name, value) in changed {
+        let mut forged = claims.clone();
+        forged[name] = value.clone();
+        let reply = me(sign(&header, &forged, JWT_SECRET.as_bytes())).await;
+        assert_eq!(reply.status, 401, "{name} = {value} was accepted");
+        reply.assert_error(401, "UNAUTHORIZED");
+    }
+    for name in ["exp", "nbf", "iat", "iss", "aud", "sub", "typ"] {
+        let mut forged = claims.clone();
+        forged.as_object_mut().unwrap().remove(name);
+        let reply = me(sign(&header, &forged, JWT_SECRET.as_bytes())).await;
+        assert_eq!(reply.status, 401, "a token without {name} was accepted");
+    }
+    // The key comes from the configuration: a header carrying its own key, or pointing at
+    // one, changes nothing, and a token without `kid` is refused even when correctly signed.
+    let attacker = b"an-attackers-own-secret-32-bytes";
+    let mut with_jwk = header.clone();
+    with_jwk["jwk"] = json!({"kty": "oct", "k": URL_SAFE_NO_PAD.encode(attacker)});
+    with_jwk["jku"] = json!("https://keys.invalid/jwks.json");
+    me(sign(&with_jwk, &claims, attacker))
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+    let mut no_kid = header.clone();
+    no_kid.as_object_mut().unwrap().remove("kid");
+    me(sign(&no_kid, &claims, JWT_SECRET.as_bytes()))
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+}
+
+/// Rotation as the README describes it: the old secret moves to `jwt_retired_secrets`, its
+/// tokens keep working, new tokens are signed with the new secret, and once the old secret is
+/// dropped its tokens stop working. The servers share one database, as nodes would.
+async fn a_rotated_secret_keeps_its_tokens_valid_while_it_is_retired(backend: Backend) {
+    let old = TestServer::start(backend).await;
+    let ada = old.register("student").await;
+    let new_secret = "a-new-secret-after-rotation-also-long-enough";
+    let same_database = |c: &mut lyceum::config::Config| {
+        c.database_url = Some(lyceum::config::Secret::new(
+            old.config.effective_database_url(),
+        ));
+        c.jwt_secret = Some(lyceum::config::Secret::new(new_secret));
+    };
+    let me = |srv: &TestServer, token: &str| {
+        let client = srv.client().bearer(token);
+        async move { client.get("/api/v1/auth/me").await.status }
+    };
+
+    let rotated = TestServer::start_with(backend, |c| {
+        same_database(c);
+        c.jwt_retired_secrets = vec![lyceum::config::Secret::new(JWT_SECRET)];
+    })
+    .await;
+    assert_eq!(
+        me(&rotated, &ada.token).await,
+        200,
+        "a rotation logged ada out"
+    );
+    let login = rotated
+        .client()
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": ada.email, "password": ada.password}),
+        )
+        .await;
+    let fresh = login.data()["accessToken"].as_str().unwrap().to_owned();
+    assert_eq!(me(&rotated, &fresh).await, 200);
+    assert_ne!(
+        decoded(fresh.split('.').next().unwrap())["kid"],
+        decoded(ada.token.split('.').next().unwrap())["kid"],
+        "signed with the retired key"
+    );
+    assert_eq!(
+        me(&old, &fresh).await,
+        401,
+        "the old secret verifies the new key's token"
+    );
+
+    let retired_dropped = TestServer::start_with(backend, same_database).await;
+    assert_eq!(me(&retired_dropped, &ada.token).await, 401);
+    assert_eq!(me(&retired_dropped, &fresh).await, 200);
 }
 
 async fn eight_concurrent_registrations_with_one_email_give_one_account(backend: Backend) {
