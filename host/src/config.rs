@@ -73,6 +73,7 @@ pub const KEYS: &[&str] = &[
     "signal_rate_burst",
     "socket_send_buffer",
     "presence_batch_interval",
+    "socket_reauth_grace",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -188,6 +189,10 @@ pub struct Config {
     /// that time go out as one diff per room.
     #[serde(with = "duration")]
     pub presence_batch_interval: Duration,
+    /// How long a socket stays connected after its access token expired, waiting for
+    /// `auth:refresh`; then it is told `auth:expired` and disconnected.
+    #[serde(with = "duration")]
+    pub socket_reauth_grace: Duration,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -250,6 +255,7 @@ impl Default for Config {
             signal_rate_burst: 200,
             socket_send_buffer: 1024,
             presence_batch_interval: Duration::from_millis(200),
+            socket_reauth_grace: Duration::from_secs(30),
         }
     }
 }

@@ -122,33 +122,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .await
         .context("opening the database")?;
     let secret = jwt_secret(&config)?;
-    let jwt = Arc::new(
-        JwtKeys::new(
-            &secret,
-            &config.jwt_issuer,
-            &config.jwt_audience,
-            config.access_token_ttl,
-        )
-        .accepting_retired(
-            config
-                .jwt_retired_secrets
-                .iter()
-                .map(|s| s.expose().as_bytes()),
-        ),
-    );
-    let hasher = PasswordHasher::from_config(&config)?;
-    let auth = Arc::new(AuthService::new(
-        store.clone(),
-        jwt,
-        hasher,
-        Arc::new(MemoryRateLimiter::new()),
-        LoginThrottle {
-            per_email: config.login_max_failures_per_email,
-            per_ip: config.login_max_failures_per_ip,
-            window: config.login_failure_window,
-        },
-        config.refresh_token_ttl,
-    ));
+    let auth = auth_service(&config, store.clone(), &secret)?;
     let (audit, audit_writer) = plugins::audit::audit_queue(config.plugin_audit_queue);
     let policy = Arc::new(load_policy(&config, &*store, audit).await?);
     let plugins = Arc::new(PluginService::new(
@@ -240,6 +214,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
                 burst: config.signal_rate_burst,
             },
         )),
+        expiry: Arc::new(gateway::reauth::TokenExpiry::new(
+            config.socket_reauth_grace,
+        )),
     };
     let (socket_layer, io) = SocketIo::builder()
         .max_payload(config.max_json_body)
@@ -260,6 +237,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         loaded,
     )));
     tasks.extend(audit_writer.spawn(store.clone(), config.plugin_audit_retention));
+    tasks.push(tokio::spawn(auth.account_changes().follow(store.clone())));
     tasks.push(tokio::spawn(plugins::watch::watch(
         plugins.clone(),
         config.plugins_config.clone(),
@@ -312,6 +290,51 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         tasks,
         loading: PluginsLoading(loading),
     })
+}
+
+/// The account rules on `store`: what `lyceum user create` needs, without the server's
+/// start-up work. That work (compiling plugins, sweeping interrupted uploads, starting
+/// background tasks) must not run beside a live server: the upload sweep would delete the
+/// uploads it has in flight.
+pub async fn accounts(config: &Config) -> anyhow::Result<Arc<AuthService>> {
+    let store = store::connect(&config.effective_database_url(), 1)
+        .await
+        .context("opening the database")?;
+    auth_service(config, store, &jwt_secret(config)?)
+}
+
+fn auth_service(
+    config: &Config,
+    store: Arc<dyn store::Store>,
+    secret: &[u8],
+) -> anyhow::Result<Arc<AuthService>> {
+    let jwt = Arc::new(
+        JwtKeys::new(
+            secret,
+            &config.jwt_issuer,
+            &config.jwt_audience,
+            config.access_token_ttl,
+        )
+        .accepting_retired(
+            config
+                .jwt_retired_secrets
+                .iter()
+                .map(|s| s.expose().as_bytes()),
+        ),
+    );
+    let hasher = PasswordHasher::from_config(config)?;
+    Ok(Arc::new(AuthService::new(
+        store,
+        jwt,
+        hasher,
+        Arc::new(MemoryRateLimiter::new()),
+        LoginThrottle {
+            per_email: config.login_max_failures_per_email,
+            per_ip: config.login_max_failures_per_ip,
+            window: config.login_failure_window,
+        },
+        config.refresh_token_ttl,
+    )))
 }
 
 /// Serves `config` on `listener` until `shutdown` resolves, then closes every socket and lets

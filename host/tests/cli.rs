@@ -1,6 +1,7 @@
 //! The `lyceum` binary as an operator uses it: configuration errors, masked `config`, `migrate`,
-//! `user create` against a running server, a clean exit on SIGTERM, and a 1 GiB upload that
-//! leaves the server's memory flat.
+//! `user create` against a running server (and beside its uploads in flight), `SIGHUP`
+//! reading the plugins file again, a clean exit on SIGTERM, and a 1 GiB upload that leaves
+//! the server's memory flat.
 
 use std::{
     io::Write,
@@ -179,39 +180,58 @@ fn user_create_refuses_a_bad_role_and_never_takes_a_password_argument() {
     assert!(!output.status.success(), "--password must not exist");
 }
 
+#[test]
+fn an_operator_changes_a_role_and_deletes_an_account() {
+    let dir = temp_dir("cli");
+    let _cleanup = RemoveDirOnDrop(dir.clone());
+    user_create(&dir, "ada@example.com", "student");
+    let run = |args: &[&str]| {
+        let output = lyceum(&dir).arg("user").args(args).output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (ok, stdout, stderr) = run(&[
+        "set-role",
+        "--email",
+        "Ada@example.com",
+        "--role",
+        "instructor",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("ada@example.com") && stdout.contains("is now instructor"),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = run(&[
+        "set-role",
+        "--email",
+        "ada@example.com",
+        "--role",
+        "overlord",
+    ]);
+    assert!(!ok, "a role that does not exist was taken: {stderr}");
+
+    let (ok, stdout, stderr) = run(&["delete", "--email", "ada@example.com"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("deleted instructor ada@example.com"),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = run(&["delete", "--email", "ada@example.com"]);
+    assert!(!ok);
+    assert!(stderr.contains("NOT_FOUND"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_created_while_the_server_runs_can_sign_in_and_sigterm_stops_it_cleanly() {
     let dir = temp_dir("cli");
     let (server, addr) = serve_in(&dir, &[]).unwrap();
 
-    let mut create = lyceum(&dir)
-        .args([
-            "user",
-            "create",
-            "--email",
-            "root@example.com",
-            "--name",
-            "Root",
-            "--role",
-            "admin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    create
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"operator-password\n")
-        .unwrap();
-    let created = create.wait_with_output().unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    user_create(&dir, "root@example.com", "admin");
 
     let client = reqwest::Client::new();
     let login: serde_json::Value = client
@@ -243,6 +263,196 @@ async fn an_admin_created_while_the_server_runs_can_sign_in_and_sigterm_stops_it
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reads_the_plugins_file_again_and_the_server_carries_on() {
+    let dir = temp_dir("cli");
+    let _cleanup = RemoveDirOnDrop(dir.clone());
+    let file = dir.join("plugins.toml");
+    std::fs::write(&file, chat_chain("flag")).unwrap();
+    // Not watching the file: only the signal can make the server read it again.
+    let (mut server, addr) =
+        serve_in(&dir, &[("LYCEUM_PLUGINS_WATCH", "false".to_owned())]).unwrap();
+    user_create(&dir, "root@example.com", "admin");
+    let client = reqwest::Client::new();
+    let login: serde_json::Value = client
+        .post(format!("http://{addr}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": "root@example.com", "password": "operator-password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["data"]["accessToken"].as_str().unwrap().to_owned();
+    let chat_slot = async || -> serde_json::Value {
+        let reply: serde_json::Value = client
+            .get(format!("http://{addr}/api/v1/plugins/chat"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        reply["data"].clone()
+    };
+    let before = chat_slot().await["revision"].as_u64().expect("a revision");
+
+    std::fs::write(&file, chat_chain("reject")).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        chat_slot().await["revision"].as_u64(),
+        Some(before),
+        "the file was read without a signal"
+    );
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let slot = loop {
+        let slot = chat_slot().await;
+        if slot["revision"].as_u64() > Some(before) {
+            break slot;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not apply the file: {slot}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(slot["revision"].as_u64(), Some(before + 1), "{slot}");
+    assert_eq!(
+        slot["chain"][0]["config"]["lists"][0]["action"], "reject",
+        "{slot}"
+    );
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "the server exited on SIGHUP"
+    );
+}
+
+/// A plugins file whose chat chain is the builtin moderation plugin with one word list.
+fn chat_chain(action: &str) -> String {
+    format!(
+        "[[chat.plugins]]\nsource = \"builtin:chat-moderation\"\n\n\
+         [[chat.plugins.config.lists]]\naction = \"{action}\"\nwords = [\"zebra\"]\ncode = \"no_zebras\"\n"
+    )
+}
+
+/// `lyceum user create` in `dir` with the password on standard input; panics unless it
+/// succeeds.
+fn user_create(dir: &std::path::Path, email: &str, role: &str) {
+    let mut create = lyceum(dir)
+        .args([
+            "user", "create", "--email", email, "--name", "Root", "--role", role,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"operator-password\n")
+        .unwrap();
+    let created = create.wait_with_output().unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_in_flight_lands_while_an_operator_creates_a_user() {
+    // `user create` used to run the server's whole start-up, which empties the upload
+    // directory's temporary files: those of the live server's uploads in flight.
+    const SIZE: u64 = 8 * MIB;
+    let dir = temp_dir("cli");
+    let _cleanup = RemoveDirOnDrop(dir.clone());
+    let (_server, addr) = serve_in(&dir, &[]).unwrap();
+    let client = reqwest::Client::new();
+    let token = register_student(&client, &addr, "uploader@example.com")
+        .await
+        .unwrap();
+
+    // The body is sent in two halves; the second waits until the operator is done.
+    let (first, chunk) = mp4_chunks();
+    let chunks: Vec<_> = body_chunks(SIZE, &first, &chunk).collect();
+    let expected = {
+        let mut hasher = Sha256::new();
+        chunks.iter().for_each(|c| hasher.update(c));
+        hex::encode(hasher.finalize())
+    };
+    let (send, receive) = tokio::sync::mpsc::channel::<axum::body::Bytes>(chunks.len());
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(receive, |mut rx| async {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, std::io::Error>(bytes), rx))
+    }));
+    let upload = tokio::spawn({
+        let (client, addr) = (client.clone(), addr.clone());
+        async move { upload_mp4(&client, &addr, &token, body, SIZE).await }
+    });
+    let half = chunks.len() / 2;
+    for bytes in &chunks[..half] {
+        send.send(bytes.clone()).await.unwrap();
+    }
+    let temporary = dir.join("uploads").join(".tmp");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The server writes through a buffer: some of what was sent may not be on disk yet.
+    while temporary_bytes(&temporary) < 2 * MIB {
+        assert!(
+            Instant::now() < deadline,
+            "the first half never reached the server's temporary file"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let on_disk = temporary_bytes(&temporary);
+    tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || user_create(&dir, "root@example.com", "admin")
+    })
+    .await
+    .unwrap();
+    assert!(
+        temporary_bytes(&temporary) >= on_disk,
+        "user create removed the temporary file of an upload in flight"
+    );
+
+    for bytes in &chunks[half..] {
+        send.send(bytes.clone()).await.unwrap();
+    }
+    drop(send);
+    let (status, reply) = upload.await.unwrap();
+    assert_eq!(status, 201, "upload: {reply}");
+    assert_eq!(reply["data"]["sha256"], expected.as_str(), "{reply}");
+    let stored = dir
+        .join("uploads")
+        .join("videos")
+        .join(reply["data"]["filename"].as_str().expect("filename"));
+    assert_eq!(sha256_of_file(&stored), expected);
+}
+
+/// Bytes in the regular files directly under `dir` (none when it does not exist).
+fn temporary_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.metadata().ok())
+        .filter(|meta| meta.is_file())
+        .map(|meta| meta.len())
+        .sum()
 }
 
 #[test]

@@ -219,11 +219,9 @@ impl TestServer {
     /// Makes an admin through the same service the `lyceum user create` command uses.
     pub async fn admin(&self) -> Account {
         let email = format!("admin-{}@example.com", uuid::Uuid::new_v4().simple());
-        let app = lyceum::build(self.config.clone())
+        lyceum::accounts(&self.config)
             .await
-            .expect("second handle");
-        app.state
-            .auth
+            .expect("a second handle on the database")
             .create_user(
                 &email,
                 "correct horse battery",

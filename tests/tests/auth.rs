@@ -19,6 +19,9 @@ backend_tests!(
     a_rotated_secret_keeps_its_tokens_valid_while_it_is_retired,
     eight_concurrent_registrations_with_one_email_give_one_account,
     sign_ups_beyond_the_hashing_queue_are_refused_and_change_nothing,
+    a_user_given_another_role_loses_sockets_and_tokens_of_the_old_role,
+    a_deleted_user_loses_sockets_tokens_and_logins,
+    a_user_who_teaches_cannot_be_deleted,
 );
 
 async fn registering_returns_the_user_and_a_token_pair(backend: Backend) {
@@ -702,4 +705,198 @@ async fn sign_ups_beyond_the_hashing_queue_are_refused_and_change_nothing(backen
             reply.body
         );
     }
+}
+
+// ---- Accounts changed by an operator (`lyceum user set-role`, `lyceum user delete`) ----
+//
+// The commands run in another process on the same database; these tests make the same
+// calls through a handle of their own, so the server learns of the change only as it would
+// from the command.
+
+/// Polls `GET /auth/me` with `token` until it is refused; panics after 5 s.
+async fn refused_within_seconds(srv: &TestServer, token: &str) -> lyceum_tests::Reply {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let reply = srv.client().bearer(token).get("/api/v1/auth/me").await;
+        if reply.status != 200 {
+            return reply;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old token is still accepted 5 s after the change"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_user_given_another_role_loses_sockets_and_tokens_of_the_old_role(backend: Backend) {
+    let srv = TestServer::start(backend).await;
+    let teacher = srv.register("instructor").await;
+    let socket = lyceum_tests::socket::SocketClient::ready(srv.addr, &teacher.token).await;
+    let bystander = srv.register("instructor").await;
+    let other_socket = lyceum_tests::socket::SocketClient::ready(srv.addr, &bystander.token).await;
+
+    let changed = lyceum::accounts(&srv.config)
+        .await
+        .unwrap()
+        .set_role(&teacher.email, lyceum::domain::Role::Student)
+        .await
+        .unwrap();
+    assert_eq!(changed.role, lyceum::domain::Role::Student);
+
+    assert!(
+        socket
+            .closed_within(std::time::Duration::from_secs(5))
+            .await,
+        "the demoted user's socket stays connected"
+    );
+    refused_within_seconds(&srv, &teacher.token)
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+    // A refresh gets a token with the role the user has now, which the server takes.
+    let pair = srv
+        .client()
+        .post(
+            "/api/v1/auth/refresh",
+            json!({"refreshToken": teacher.refresh}),
+        )
+        .await
+        .data();
+    let token = pair["accessToken"].as_str().unwrap();
+    let me = srv
+        .client()
+        .bearer(token)
+        .get("/api/v1/auth/me")
+        .await
+        .data();
+    assert_eq!(me["role"], "student", "{me}");
+    srv.client()
+        .bearer(token)
+        .post("/api/v1/courses", json!({"title": "Not any more"}))
+        .await
+        .assert_error(403, "FORBIDDEN");
+    let again = lyceum_tests::socket::SocketClient::ready(srv.addr, token).await;
+    assert!(
+        !again
+            .closed_within(std::time::Duration::from_millis(1500))
+            .await
+    );
+
+    // Nobody else was touched.
+    assert!(!other_socket.closed_within(std::time::Duration::ZERO).await);
+    let reply = srv
+        .client()
+        .bearer(&bystander.token)
+        .get("/api/v1/auth/me")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+async fn a_deleted_user_loses_sockets_tokens_and_logins(backend: Backend) {
+    let srv = TestServer::start(backend).await;
+    let (teacher, course) = srv.course().await;
+    let student = srv.register("student").await;
+    srv.enroll(&student, &course).await;
+    let room = course["roomId"].as_str().unwrap();
+    let said = srv
+        .client()
+        .bearer(&student.token)
+        .post(
+            &format!("/api/v1/chat/rooms/{room}/messages"),
+            json!({"content": "hello before I go"}),
+        )
+        .await;
+    assert_eq!(said.status, 201, "{}", said.body);
+    let socket = lyceum_tests::socket::SocketClient::ready(srv.addr, &student.token).await;
+
+    lyceum::accounts(&srv.config)
+        .await
+        .unwrap()
+        .delete_user(&student.email)
+        .await
+        .unwrap();
+
+    assert!(
+        socket
+            .closed_within(std::time::Duration::from_secs(5))
+            .await,
+        "the deleted user's socket stays connected"
+    );
+    refused_within_seconds(&srv, &student.token)
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+    srv.client()
+        .post(
+            "/api/v1/auth/refresh",
+            json!({"refreshToken": student.refresh}),
+        )
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+    srv.client()
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": student.email, "password": student.password}),
+        )
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+    // What was theirs went with them: the enrollment and the message.
+    let members = srv
+        .client()
+        .bearer(&teacher.token)
+        .get(&format!(
+            "/api/v1/courses/{}/enrollments",
+            course["id"].as_str().unwrap()
+        ))
+        .await
+        .data();
+    assert_eq!(members["items"], json!([]), "{members}");
+    let history = srv
+        .client()
+        .bearer(&teacher.token)
+        .get(&format!("/api/v1/chat/rooms/{room}/messages"))
+        .await
+        .data();
+    assert_eq!(history["items"], json!([]), "{history}");
+    // The email is free again.
+    let reply = srv
+        .client()
+        .post(
+            "/api/v1/auth/register",
+            json!({"email": student.email, "password": "another good one", "name": "New"}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+}
+
+async fn a_user_who_teaches_cannot_be_deleted(backend: Backend) {
+    let srv = TestServer::start(backend).await;
+    let (teacher, course) = srv.course().await;
+    let accounts = lyceum::accounts(&srv.config).await.unwrap();
+    let refused = accounts.delete_user(&teacher.email).await.unwrap_err();
+    assert_eq!(refused.code().as_str(), "CONFLICT", "{refused}");
+    assert!(
+        refused.to_string().contains("teaches 1 course"),
+        "{refused}"
+    );
+    let missing = accounts
+        .delete_user("nobody@example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code().as_str(), "NOT_FOUND", "{missing}");
+    // Nothing changed: the teacher still signs in and teaches.
+    let reply = srv
+        .client()
+        .bearer(&teacher.token)
+        .get("/api/v1/auth/me")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = srv
+        .client()
+        .bearer(&teacher.token)
+        .get(&format!(
+            "/api/v1/courses/{}",
+            course["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(reply.data()["instructorId"], teacher.id.as_str());
 }

@@ -1,4 +1,5 @@
-//! The Socket.IO handshake: authentication in `auth.token`, and revocation disconnecting.
+//! The Socket.IO handshake: authentication in `auth.token`, revocation disconnecting, and
+//! tokens that expire on open sockets (`auth:refresh`, `auth:expired`).
 
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ backend_tests!(
     a_missing_malformed_or_expired_token_fails_with_unauthorized,
     logout_disconnects_the_sockets_of_that_login_only,
     refresh_token_reuse_disconnects_the_family,
+    a_socket_whose_token_expired_is_told_and_disconnected_after_the_grace,
+    auth_refresh_carries_a_socket_past_its_first_tokens_expiry,
+    a_refused_auth_refresh_changes_nothing,
 );
 
 async fn a_valid_access_token_connects(backend: Backend) {
@@ -114,4 +118,130 @@ async fn refresh_token_reuse_disconnects_the_family(backend: Backend) {
         .await;
     reuse.assert_error(401, "UNAUTHORIZED");
     assert!(socket.closed_within(Duration::from_secs(5)).await);
+}
+
+/// A server whose sockets get one second of grace after their token expires.
+async fn short_lived(backend: Backend) -> TestServer {
+    TestServer::start_with(backend, |c| {
+        c.socket_reauth_grace = Duration::from_secs(1);
+    })
+    .await
+}
+
+/// An access token for `user` (of a login of its own) that expires `ttl` from now, signed
+/// with the server's key.
+fn token_for(srv: &TestServer, user: &str, role: lyceum::domain::Role, ttl: Duration) -> String {
+    lyceum::security::jwt::JwtKeys::new(
+        lyceum_tests::JWT_SECRET.as_bytes(),
+        &srv.config.jwt_issuer,
+        &srv.config.jwt_audience,
+        ttl,
+    )
+    .issue(
+        user.parse().unwrap(),
+        role,
+        lyceum::domain::TokenFamilyId::new(),
+    )
+    .unwrap()
+}
+
+async fn a_socket_whose_token_expired_is_told_and_disconnected_after_the_grace(backend: Backend) {
+    let srv = short_lived(backend).await;
+    let ada = srv.register("student").await;
+    // `exp` counts whole seconds: this token expires 1–2 s from now, and the socket may stay
+    // until a second of grace has fully passed after that, so never before 3 s from now.
+    let token = token_for(
+        &srv,
+        &ada.id,
+        lyceum::domain::Role::Student,
+        Duration::from_secs(2),
+    );
+    let mut socket = SocketClient::ready(srv.addr, &token).await;
+    assert!(
+        !socket.closed_within(Duration::from_millis(2500)).await,
+        "disconnected while its token was valid or within the grace"
+    );
+    // Due within 5 s (expiry ≤ 2 s, grace 1 s, the sweep ≤ 1 s, the second `exp` rounds
+    // to); the margin beyond is for a machine busy with other tests.
+    socket
+        .expect_event("auth:expired", Duration::from_secs(20))
+        .await;
+    assert!(socket.closed_within(Duration::from_secs(10)).await);
+}
+
+async fn auth_refresh_carries_a_socket_past_its_first_tokens_expiry(backend: Backend) {
+    let srv = short_lived(backend).await;
+    let (teacher, course) = srv.course().await;
+    let short = token_for(
+        &srv,
+        &teacher.id,
+        lyceum::domain::Role::Instructor,
+        Duration::from_secs(2),
+    );
+    let mut socket = SocketClient::ready(srv.addr, &short).await;
+
+    let ack = socket
+        .emit_ack("auth:refresh", json!({"token": teacher.token}))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let expires_at = chrono::DateTime::parse_from_rfc3339(ack["expiresAt"].as_str().unwrap())
+        .expect("expiresAt is RFC 3339");
+    assert!(
+        expires_at > chrono::Utc::now() + chrono::Duration::minutes(10),
+        "expiresAt {expires_at} is not the new token's"
+    );
+
+    // Well past the first token's expiry and grace: still connected, still served.
+    socket
+        .expect_no_event("auth:expired", Duration::from_secs(5))
+        .await;
+    assert!(!socket.closed_within(Duration::ZERO).await);
+    let joined = socket
+        .emit_ack("chat:join_room", json!({"roomId": course["roomId"]}))
+        .await;
+    assert_eq!(joined["ok"], true, "{joined}");
+
+    // The socket now belongs to the login of the token it was handed: logging that out
+    // disconnects it.
+    let reply = srv
+        .client()
+        .post(
+            "/api/v1/auth/logout",
+            json!({"refreshToken": teacher.refresh}),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(socket.closed_within(Duration::from_secs(5)).await);
+}
+
+async fn a_refused_auth_refresh_changes_nothing(backend: Backend) {
+    let srv = short_lived(backend).await;
+    let ada = srv.register("student").await;
+    let bob = srv.register("student").await;
+    let short = token_for(
+        &srv,
+        &ada.id,
+        lyceum::domain::Role::Student,
+        Duration::from_secs(2),
+    );
+    let mut socket = SocketClient::ready(srv.addr, &short).await;
+
+    let refused = [
+        (json!({"token": "a.b.c"}), "UNAUTHORIZED"),
+        // A refresh token is not an access token.
+        (json!({"token": ada.refresh}), "UNAUTHORIZED"),
+        (json!({"token": bob.token}), "FORBIDDEN"),
+        (json!({}), "VALIDATION_FAILED"),
+        (json!({"token": 42}), "VALIDATION_FAILED"),
+    ];
+    for (payload, code) in refused {
+        let ack = socket.emit_ack("auth:refresh", payload.clone()).await;
+        assert_eq!(ack["ok"], false, "{payload} → {ack}");
+        assert_eq!(ack["error"]["code"], code, "{payload} → {ack}");
+    }
+    // Still on the short token: it runs out as if nothing had been sent.
+    socket
+        .expect_event("auth:expired", Duration::from_secs(20))
+        .await;
+    assert!(socket.closed_within(Duration::from_secs(10)).await);
 }

@@ -81,6 +81,26 @@ pub enum UserCommand {
         #[command(flatten)]
         file: ConfigFile,
     },
+    /// Give an account another role. Running servers drop the user's sockets and refuse
+    /// their access tokens with the old role within a second; a refresh gets the new role.
+    SetRole {
+        #[arg(long)]
+        email: String,
+        /// student, instructor or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[command(flatten)]
+        file: ConfigFile,
+    },
+    /// Delete an account with its logins, enrollments, files and messages. Refused while the
+    /// user teaches a course. Running servers drop the user's sockets and refuse their
+    /// tokens within a second.
+    Delete {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        file: ConfigFile,
+    },
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -105,7 +125,10 @@ impl Command {
             | Command::Migrate { file }
             | Command::Config { file }
             | Command::User {
-                command: UserCommand::Create { file, .. },
+                command:
+                    UserCommand::Create { file, .. }
+                    | UserCommand::SetRole { file, .. }
+                    | UserCommand::Delete { file, .. },
             } => file.config.clone(),
             Command::Plugin(_) => None,
         };
@@ -149,14 +172,34 @@ pub async fn run_command(config: Config, command: Command) -> anyhow::Result<()>
             },
         } => {
             let password = read_password()?;
-            let app = crate::build(config).await?;
-            let user = app
-                .state
-                .auth
+            let accounts = crate::accounts(&config).await?;
+            let user = accounts
                 .create_user(&email, &password, &name, role)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", e.code().as_str()))?;
             println!("created {} {} ({})", user.role, user.email, user.id);
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::SetRole { email, role, .. },
+        } => {
+            let accounts = crate::accounts(&config).await?;
+            let user = accounts
+                .set_role(&email, role)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", e.code().as_str()))?;
+            println!("{} {} is now {}", user.email, user.id, user.role);
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::Delete { email, .. },
+        } => {
+            let accounts = crate::accounts(&config).await?;
+            let user = accounts
+                .delete_user(&email)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", e.code().as_str()))?;
+            println!("deleted {} {} ({})", user.role, user.email, user.id);
             Ok(())
         }
     }

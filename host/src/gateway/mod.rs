@@ -7,6 +7,7 @@
 
 pub mod chat;
 pub mod presence;
+pub mod reauth;
 pub mod signaling;
 
 use std::{fmt, sync::Arc};
@@ -50,6 +51,7 @@ pub struct GatewayState {
     pub presence: Arc<presence::Presence>,
     pub sessions: Arc<SessionService>,
     pub signaling: Arc<SignalingService>,
+    pub expiry: Arc<reauth::TokenExpiry>,
 }
 
 /// Reads an event's payload; anything that is not the expected object is VALIDATION_FAILED,
@@ -96,11 +98,14 @@ pub fn ack(sender: AckSender, result: AppResult<Value>) {
     let _ = sender.send(&body);
 }
 
-/// Who is on the other end of a socket, fixed at connect.
+/// Who is on the other end of a socket: fixed at connect, except that `auth:refresh` moves
+/// its token on (see [`reauth`]).
 #[derive(Debug, Clone)]
 pub struct SocketUser {
     pub actor: Actor,
     pub name: String,
+    /// When the access token the socket holds expires, in seconds since the Unix epoch.
+    pub expires_at: i64,
 }
 
 /// The user a socket authenticated as.
@@ -287,6 +292,23 @@ pub fn attach(io: &SocketIo, state: &GatewayState) -> Vec<tokio::task::JoinHandl
             }
         }
     });
+    let mut account_changes = state.auth.account_changes().subscribe();
+    let account_io = io.clone();
+    let account_task = tokio::spawn(async move {
+        loop {
+            match account_changes.recv().await {
+                Ok(user) => {
+                    if let Err(error) = account_io.within(user_room(user)).disconnect().await {
+                        tracing::warn!(%error, "disconnecting the sockets of a changed account");
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "account change notices dropped");
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
     let mut session_events = state.sessions.events();
     let (session_io, session_state) = (io.clone(), state.clone());
     let session_task = tokio::spawn(async move {
@@ -307,9 +329,12 @@ pub fn attach(io: &SocketIo, state: &GatewayState) -> Vec<tokio::task::JoinHandl
         let io = presence_io.clone();
         async move { chat::announce(&io, diff).await }
     }));
+    let expiry_task = tokio::spawn(state.expiry.clone().run(io.clone()));
     vec![
+        expiry_task,
         membership_task,
         revocation_task,
+        account_task,
         session_task,
         presence_task,
     ]
@@ -321,9 +346,9 @@ async fn authenticate(
     State(state): State<GatewayState>,
 ) -> Result<(), ConnectRefused> {
     let token = auth.map_err(|_| ConnectRefused::Unauthorized)?.token;
-    let actor = state
+    let (actor, expires_at) = state
         .auth
-        .authenticate(&token)
+        .authenticate_until(&token)
         .map_err(|_| ConnectRefused::Unauthorized)?;
     // The same memo of names chat messages are signed with: a reconnecting tab (or a second
     // one) costs no database round trip.
@@ -342,12 +367,17 @@ async fn authenticate(
     socket.extensions.insert(SocketUser {
         actor,
         name: name.to_string(),
+        expires_at,
     });
+    state.expiry.track(socket.id, expires_at);
     socket.on_fallback(dispatch);
     metrics::gauge!("lyceum_socket_connections").increment(1.0);
     socket.on_disconnect(
         async |socket: SocketRef, State(state): State<GatewayState>| {
             metrics::gauge!("lyceum_socket_connections").decrement(1.0);
+            if let Some(user) = socket.extensions.get::<SocketUser>() {
+                state.expiry.forget(socket.id, user.expires_at);
+            }
             chat::disconnect(&state, &socket);
             signaling::disconnect(&state, &socket).await;
             tracing::debug!(socket = %socket.id, "socket disconnected");
@@ -388,6 +418,7 @@ async fn dispatch(
         "chat:online_users" => chat::online_users(socket, data, ack, state).await,
         "webrtc:join_session" => signaling::join_session(socket, data, ack, state).await,
         "webrtc:leave_session" => signaling::leave_session(socket, data, ack, state).await,
+        "auth:refresh" => reauth::refresh(socket, data, ack, state).await,
         _ => tracing::debug!(event, "an event without a handler"),
     }
 }

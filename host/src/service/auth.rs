@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Actor, validate};
+use super::{Actor, accounts::AccountChanges, validate};
 use crate::{
     domain::{Role, TokenFamilyId, User, UserId, now},
     error::{AppError, AppResult},
@@ -74,10 +74,15 @@ pub struct AuthService {
     throttle: LoginThrottle,
     refresh_ttl: Duration,
     revocations: broadcast::Sender<TokenFamilyId>,
+    accounts: Arc<AccountChanges>,
 }
 
 const BAD_CREDENTIALS: &str = "invalid email or password";
 const BAD_REFRESH: &str = "invalid or expired refresh token";
+
+fn no_account() -> AppError {
+    AppError::NotFound("no account has that email".into())
+}
 
 impl AuthService {
     pub fn new(
@@ -89,7 +94,9 @@ impl AuthService {
         refresh_ttl: Duration,
     ) -> Self {
         let (revocations, _) = broadcast::channel(256);
+        let accounts = Arc::new(AccountChanges::new(jwt.ttl()));
         AuthService {
+            accounts,
             store,
             jwt,
             hasher,
@@ -103,6 +110,42 @@ impl AuthService {
     /// Families revoked by logout or reuse; the socket gateway disconnects their sockets.
     pub fn revocations(&self) -> broadcast::Receiver<TokenFamilyId> {
         self.revocations.subscribe()
+    }
+
+    /// Accounts changed outside the API, as this server follows them.
+    pub fn account_changes(&self) -> Arc<AccountChanges> {
+        self.accounts.clone()
+    }
+
+    /// Gives the account of `email` a new role (the command line's `user set-role`). Running
+    /// servers refuse its tokens with the old role and drop its sockets within a second.
+    pub async fn set_role(&self, email: &str, role: Role) -> AppResult<User> {
+        let mut user = self.account(email).await?;
+        if !self.store.change_role(user.id, role, now()).await? {
+            return Err(no_account());
+        }
+        user.role = role;
+        Ok(user)
+    }
+
+    /// Deletes the account of `email` with its logins, enrollments, files and messages (the
+    /// command line's `user delete`); refused while it teaches a course. Running servers
+    /// refuse its tokens and drop its sockets within a second.
+    pub async fn delete_user(&self, email: &str) -> AppResult<User> {
+        let user = self.account(email).await?;
+        if !self.store.delete_user(user.id, now()).await? {
+            return Err(no_account());
+        }
+        Ok(user)
+    }
+
+    async fn account(&self, email: &str) -> AppResult<User> {
+        let email = email.trim().to_lowercase();
+        self.store
+            .credentials_by_email(&email)
+            .await?
+            .map(|c| c.user)
+            .ok_or_else(no_account)
     }
 
     pub fn jwt(&self) -> &JwtKeys {
@@ -258,15 +301,28 @@ impl AuthService {
 
     /// The caller behind an access token.
     pub fn authenticate(&self, token: &str) -> AppResult<Actor> {
+        self.authenticate_until(token).map(|(actor, _)| actor)
+    }
+
+    /// [`Self::authenticate`], and when the token expires (seconds since the Unix epoch):
+    /// a socket holds its token long after the handshake checked it.
+    pub fn authenticate_until(&self, token: &str) -> AppResult<(Actor, i64)> {
         let claims = self
             .jwt
             .verify(token)
             .map_err(|_| AppError::Unauthorized("invalid or expired access token".into()))?;
-        Ok(Actor {
+        if !self.accounts.allows(claims.sub, claims.role) {
+            return Err(AppError::Unauthorized(
+                "the account changed since this token was issued; refresh it or sign in again"
+                    .into(),
+            ));
+        }
+        let actor = Actor {
             id: claims.sub,
             role: claims.role,
             family: claims.sid,
-        })
+        };
+        Ok((actor, claims.exp))
     }
 
     async fn revoke_on_reuse(&self, family: TokenFamilyId) -> AppResult<()> {

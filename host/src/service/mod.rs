@@ -2,6 +2,7 @@
 //! Transport layers (HTTP, sockets) call these and map `AppError` onto the wire.
 
 pub mod access;
+pub mod accounts;
 pub mod auth;
 pub mod chat;
 pub mod courses;

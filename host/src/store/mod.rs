@@ -109,6 +109,17 @@ pub enum Rotation {
     AlreadyUsed,
 }
 
+/// A change made to an account outside the API, as every running server reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountChange {
+    /// Increases with each change; a reader remembers the ones it has acted on.
+    pub seq: i64,
+    pub user: UserId,
+    /// The role after the change; `None` when the account was deleted.
+    pub role: Option<Role>,
+    pub at: DateTime<Utc>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -119,6 +130,20 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_user(&self, user: &User, password_hash: &str) -> StoreResult<()>;
     async fn user(&self, id: UserId) -> StoreResult<Option<User>>;
     async fn credentials_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>>;
+    /// Gives `user` a new role and records the change, atomically; false if there is no such
+    /// user.
+    async fn change_role(&self, user: UserId, role: Role, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Deletes `user` with everything that is theirs (sessions, enrollments, files' rows,
+    /// messages) and records the change, atomically; false if there is no such user. A user
+    /// who teaches courses is a conflict: the courses would be left without an instructor.
+    async fn delete_user(&self, user: UserId, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Changes recorded after `since`, oldest first, at most `limit`.
+    async fn account_changes(
+        &self,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<AccountChange>>;
+    async fn prune_account_changes(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 
     async fn insert_refresh_token(&self, token: &NewRefreshToken) -> StoreResult<()>;
     async fn refresh_token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<RefreshToken>>;

@@ -40,6 +40,30 @@ impl TryFrom<UserRow> for UserCredentials {
 }
 
 #[derive(sqlx::FromRow)]
+pub struct AccountChangeRow {
+    pub seq: i64,
+    pub user_id: UserId,
+    pub role: Option<String>,
+    pub changed_at: DateTime<Utc>,
+}
+
+impl TryFrom<AccountChangeRow> for super::AccountChange {
+    type Error = StoreError;
+    fn try_from(row: AccountChangeRow) -> Result<Self, StoreError> {
+        let role = row
+            .role
+            .map(|text| Role::parse(&text).ok_or_else(|| corrupt("account_changes.role", &text)))
+            .transpose()?;
+        Ok(super::AccountChange {
+            seq: row.seq,
+            user: row.user_id,
+            role,
+            at: row.changed_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
 pub struct RefreshTokenRow {
     pub id: Uuid,
     pub family_id: TokenFamilyId,

@@ -71,6 +71,84 @@ macro_rules! impl_store {
                 row.map(UserCredentials::try_from).transpose()
             }
 
+            async fn change_role(&self, user: UserId, role: Role, at: DateTime<Utc>) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let changed = sqlx::query("UPDATE users SET role = $2 WHERE id = $1")
+                    .bind(user)
+                    .bind(role.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if changed == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query("INSERT INTO account_changes (user_id, role, changed_at) VALUES ($1, $2, $3)")
+                    .bind(user)
+                    .bind(role.as_str())
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn delete_user(&self, user: UserId, at: DateTime<Utc>) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let (teaches,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM courses WHERE instructor_id = $1")
+                        .bind(user)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if teaches > 0 {
+                    tx.rollback().await?;
+                    return Err(StoreError::Conflict(format!(
+                        "the user teaches {teaches} course(s); delete them or give them to another instructor first"
+                    )));
+                }
+                let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
+                    .bind(user)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if deleted == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query("INSERT INTO account_changes (user_id, role, changed_at) VALUES ($1, NULL, $2)")
+                    .bind(user)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn account_changes(
+                &self,
+                since: DateTime<Utc>,
+                limit: u32,
+            ) -> StoreResult<Vec<$crate::store::AccountChange>> {
+                let rows: Vec<AccountChangeRow> = sqlx::query_as(
+                    "SELECT seq, user_id, role, changed_at FROM account_changes
+                     WHERE changed_at > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(since)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryFrom::try_from).collect()
+            }
+
+            async fn prune_account_changes(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+                let pruned = sqlx::query("DELETE FROM account_changes WHERE changed_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(pruned)
+            }
+
             async fn insert_refresh_token(&self, token: &NewRefreshToken) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, expires_at)
