@@ -281,9 +281,18 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         io,
         metrics,
     };
+    let origins = Arc::new(gateway::origin::AllowedOrigins::new(
+        &state.config.cors_origins,
+    ));
     let router = http::router(state.clone())
         .layer(socket_layer)
-        .layer(axum::middleware::map_request(gateway::detach_request_head));
+        .layer(axum::middleware::map_request(gateway::detach_request_head))
+        .layer(axum::middleware::map_request_with_state(
+            origins,
+            gateway::origin::guard,
+        ))
+        // Outermost, so Socket.IO answers and the origin refusal carry the headers too.
+        .layer(axum::middleware::map_response(http::headers::secure));
     Ok(App {
         router,
         state,

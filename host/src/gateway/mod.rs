@@ -6,6 +6,7 @@
 //! of a user, and disconnect the sockets of a token family when it is revoked.
 
 pub mod chat;
+pub mod origin;
 pub mod presence;
 pub mod reauth;
 pub mod signaling;

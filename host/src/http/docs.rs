@@ -1,11 +1,16 @@
 //! `/api/openapi.json` (OpenAPI 3.1) and a self-contained docs page at `/api/docs` that
 //! renders it without fetching anything from elsewhere.
 
+use std::sync::LazyLock;
+
 use axum::{
     Json, Router,
+    http::{HeaderValue, header},
     response::{Html, IntoResponse},
     routing::get,
 };
+use base64::{Engine, engine::general_purpose::STANDARD};
+use sha2::{Digest, Sha256};
 use utoipa::{
     Modify, OpenApi,
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
@@ -21,7 +26,9 @@ use crate::{domain, service, state::AppState};
         description = "Real-time backend of the Lyceum e-learning platform. Every JSON answer is an envelope: \
 `{\"success\": true, \"data\": ...}` or `{\"success\": false, \"error\": {\"code\", \"message\", \"details\"?}}`. \
 The schemas below describe `data`. Lists return `{items, nextCursor}` and take `?cursor=&limit=` (default 50, at most 100). \
-Real-time features use Socket.IO v4 on the same port; see the README for its events."
+Real-time features use Socket.IO v4 on the same port; see the README for its events. \
+A Socket.IO request from a web page whose `Origin` is neither this server's own nor listed in `cors_origins` \
+is answered 403 `FORBIDDEN` (clients that send no `Origin`, such as node's socket.io-client, are not affected)."
     ),
     paths(
         auth::register, auth::login, auth::refresh, auth::logout, auth::me,
@@ -110,6 +117,88 @@ async fn openapi_json() -> impl IntoResponse {
     Json(ApiDoc::openapi())
 }
 
+const DOCS_PAGE: &str = include_str!("docs.html");
+
 async fn docs_page() -> impl IntoResponse {
-    Html(include_str!("docs.html"))
+    static POLICY: LazyLock<HeaderValue> = LazyLock::new(|| {
+        HeaderValue::from_str(&docs_policy(DOCS_PAGE)).expect("hashes are header-safe")
+    });
+    (
+        [(header::CONTENT_SECURITY_POLICY, POLICY.clone())],
+        Html(DOCS_PAGE),
+    )
+}
+
+/// The page's own policy instead of the server's `default-src 'none'`: its inline script and
+/// style run (by hash, so nothing injected into it would), and it may fetch the OpenAPI
+/// document from this origin. Nothing else.
+fn docs_policy(page: &str) -> String {
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        inline_hashes(page, "script"),
+        inline_hashes(page, "style"),
+    )
+}
+
+/// The CSP source of each `<tag>…</tag>` block of `page`: `'sha256-…'` over its exact text.
+fn inline_hashes(page: &str, tag: &str) -> String {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut sources = Vec::new();
+    let mut rest = page;
+    while let Some(start) = rest.find(&open) {
+        let body = &rest[start + open.len()..];
+        let Some(end) = body.find(&close) else { break };
+        let digest = Sha256::digest(&body.as_bytes()[..end]);
+        sources.push(format!("'sha256-{}'", STANDARD.encode(digest)));
+        rest = &body[end + close.len()..];
+    }
+    if sources.is_empty() {
+        "'none'".to_owned()
+    } else {
+        sources.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_docs_page_runs_only_its_own_inline_script_and_style() {
+        let policy = docs_policy(DOCS_PAGE);
+        for directive in [
+            "default-src 'none'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+        ] {
+            assert!(policy.contains(directive), "{directive} missing: {policy}");
+        }
+        assert!(!policy.contains("unsafe"), "{policy}");
+        // Every script and style of the page is inline and covered by exactly one hash: a
+        // `<script src>` or a `<style media>` added later would be blocked, and this says so.
+        for tag in ["script", "style"] {
+            let blocks = DOCS_PAGE.matches(&format!("<{tag}")).count();
+            assert_eq!(
+                inline_hashes(DOCS_PAGE, tag).matches("'sha256-").count(),
+                blocks,
+                "every <{tag}> of docs.html is a plain inline block"
+            );
+        }
+        assert!(
+            !DOCS_PAGE.contains(" style="),
+            "inline style attributes need 'unsafe-hashes'"
+        );
+    }
+
+    #[test]
+    fn inline_hashes_cover_the_exact_text_between_the_tags() {
+        // The example of CSP Level 3: `<script>alert('Hello, world.');</script>`.
+        assert_eq!(
+            inline_hashes("<p><script>alert('Hello, world.');</script></p>", "script"),
+            "'sha256-qznLcsROx4GACP2dm0UCKCzCG+HiZ1guq6ZZDob/Tng='"
+        );
+        assert_eq!(inline_hashes("<p>no script</p>", "script"), "'none'");
+    }
 }

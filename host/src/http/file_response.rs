@@ -16,8 +16,9 @@ use crate::{
 };
 
 /// No script, no plugins, no frames, no forms — even an SVG or text file opened directly
-/// renders inert. Images and media may still load from the file itself.
-const CSP: &str = "default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; sandbox";
+/// renders inert. Images and media may still load from the file itself. Like every other
+/// response, no page may frame it.
+const CSP: &str = "default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'; sandbox";
 
 pub async fn send(
     files: &FileService,

@@ -8,6 +8,7 @@ pub mod docs;
 pub mod extract;
 pub mod file_response;
 pub mod files;
+pub mod headers;
 pub mod ops;
 pub mod plugins;
 pub mod range;
