@@ -1,8 +1,12 @@
 //! Assertions and small helpers the API test files share.
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::{Account, Client, TestServer};
+
+/// A well-formed UUIDv7 that names nothing.
+pub const UNKNOWN_ID: &str = "0190a000-0000-7000-8000-000000000000";
 
 /// `/api/v1` + `path`.
 pub fn api(path: &str) -> String {
@@ -56,4 +60,12 @@ pub fn assert_utc_time(value: &Value) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(text)
         .unwrap_or_else(|e| panic!("{text}: {e}"))
         .with_timezone(&chrono::Utc)
+}
+
+/// The SHA-256 of `bytes` in lower-case hex, as the API reports digests.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

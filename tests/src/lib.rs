@@ -4,8 +4,11 @@
 //! Every API test is written once and run on each backend with [`backend_tests!`]; the
 //! PostgreSQL variant runs when `LYCEUM_TEST_DATABASE_URL` is set and says it skipped otherwise.
 
+pub mod chat;
 pub mod check;
+pub mod files;
 pub mod http;
+pub mod paging;
 pub mod proxy;
 pub mod socket;
 
@@ -103,6 +106,16 @@ impl TestServer {
         let mut server = Self::start_loading(backend, adjust).await;
         server.plugins_loaded().await;
         server
+    }
+
+    /// [`TestServer::start_with`], keeping a small database pool on PostgreSQL (see
+    /// [`small_pool`]): for test binaries that start many servers.
+    pub async fn start_small(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_with(backend, |config| {
+            small_pool(backend, config);
+            adjust(config);
+        })
+        .await
     }
 
     /// Waits until the start-up load of the policy plugins is over; panics if it failed.
@@ -379,6 +392,28 @@ impl Account {
             refresh: data["refreshToken"].as_str().unwrap().to_owned(),
         }
     }
+}
+
+/// Keeps the database pool small on PostgreSQL. A stopped server's pool is never dropped (the
+/// chat service and the Socket.IO state hold each other), so its idle connections stay open
+/// until the test process exits, and on PostgreSQL they all count against one
+/// `max_connections`.
+pub fn small_pool(backend: Backend, config: &mut Config) {
+    if backend == Backend::Postgres {
+        config.db_max_connections = 3;
+    }
+}
+
+/// Writes `text` as the `plugins.toml` of the server `config` is for (into its own temp dir)
+/// and points the configuration at it.
+pub fn write_plugins_toml(config: &mut Config, text: &str) {
+    let path = config
+        .data_dir
+        .parent()
+        .expect("the server's temp dir")
+        .join("plugins.toml");
+    std::fs::write(&path, text).expect("plugins.toml written");
+    config.plugins_config = path;
 }
 
 /// A configuration for one test: its own temp dirs, fixed secret, fast password hashing.

@@ -18,11 +18,12 @@ use std::{
 use lyceum::config::Config;
 use lyceum_tests::{
     Account, Backend, Reply, TestServer, backend_tests,
-    check::{api, as_client, id_of},
+    chat::post_message,
+    check::{api, as_client, id_of, sha256_hex},
     socket::SocketClient,
+    write_plugins_toml,
 };
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 backend_tests!(
@@ -194,9 +195,7 @@ config = {{ blocked = ["Buy Followers"], maxPerWindow = {PER_WINDOW}, windowMs =
         if backend == Backend::Postgres {
             config.db_max_connections = 4;
         }
-        let file = config.data_dir.parent().unwrap().join("plugins.toml");
-        std::fs::write(&file, plugins).unwrap();
-        config.plugins_config = file;
+        write_plugins_toml(config, &plugins);
     })
     .await
 }
@@ -242,12 +241,7 @@ async fn send(socket: &SocketClient, room: &str, content: &str, client_id: &str)
 }
 
 async fn post(srv: &TestServer, who: &Account, room: &str, content: &str) -> Reply {
-    as_client(srv, who)
-        .post(
-            &api(&format!("/chat/rooms/{room}/messages")),
-            json!({ "content": content }),
-        )
-        .await
+    post_message(srv, who, room, json!({ "content": content })).await
 }
 
 /// The room's messages, newest first (one page: the tests send fewer than a hundred).
@@ -256,11 +250,4 @@ async fn history(srv: &TestServer, who: &Account, room: &str) -> Vec<Value> {
         .get(&api(&format!("/chat/rooms/{room}/messages?limit=100")))
         .await;
     reply.data()["items"].as_array().expect("items").clone()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

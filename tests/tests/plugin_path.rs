@@ -9,7 +9,8 @@
 
 use lyceum::config::Config;
 use lyceum_tests::{
-    Account, Backend, Reply, TestServer, backend_tests, check::*, socket::SocketClient,
+    Account, Backend, Reply, TestServer, backend_tests, chat::connect, check::*, small_pool,
+    socket::SocketClient, write_plugins_toml,
 };
 use serde_json::{Value, json};
 
@@ -33,15 +34,11 @@ rate_limit = { messages = 2, window_seconds = 3600 }
 async fn start(backend: Backend, plugins: Option<&str>, burst: u32) -> TestServer {
     let plugins = plugins.map(str::to_owned);
     TestServer::start_with(backend, move |config: &mut Config| {
-        if backend == Backend::Postgres {
-            config.db_max_connections = 3;
-        }
+        small_pool(backend, config);
         config.chat_rate_burst = burst;
         config.chat_rate_per_second = 0.05;
         if let Some(text) = plugins {
-            let path = config.data_dir.parent().unwrap().join("plugins.toml");
-            std::fs::write(&path, text).unwrap();
-            config.plugins_config = path;
+            write_plugins_toml(config, &text);
         }
     })
     .await
@@ -53,12 +50,6 @@ async fn student_in_a_course(srv: &TestServer) -> (Account, String) {
     let student = srv.register("student").await;
     srv.enroll(&student, &course).await;
     (student, course["roomId"].as_str().unwrap().to_owned())
-}
-
-/// Connects, then waits until the server answers events on the new socket (it sends
-/// CONNECT a moment before its handlers are in place).
-async fn connect(srv: &TestServer, who: &Account) -> SocketClient {
-    SocketClient::ready(srv.addr, &who.token).await
 }
 
 async fn send(socket: &SocketClient, room: &str, n: usize) -> Value {

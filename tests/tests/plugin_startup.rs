@@ -9,8 +9,13 @@
 use std::time::{Duration, Instant};
 
 use lyceum_plugin_runtime::fixtures;
-use lyceum_tests::{Account, Backend, Reply, TestServer, backend_tests, check::as_client};
-use serde_json::{Value, json};
+use lyceum_tests::{
+    Account, Backend, Reply, TestServer, backend_tests,
+    chat::room_of,
+    check::{as_client, sha256_hex},
+    write_plugins_toml,
+};
+use serde_json::json;
 use uuid::Uuid;
 
 /// Burns about this much CPU per call (smoke call included) on this kind of machine; all
@@ -22,16 +27,7 @@ async fn start_slow_chat(backend: Backend, failure: &str) -> TestServer {
         "[chat]\nfailure = \"{failure}\"\n\n[[chat.plugins]]\nsource = '{}'\nconfig = {{ iterations = {SLOW_ITERATIONS} }}\nlimits = {{ deadline_ms = 60000 }}\n",
         fixtures::SLOW
     );
-    TestServer::start_loading(backend, move |config| {
-        let path = config
-            .data_dir
-            .parent()
-            .expect("the server's temp dir")
-            .join("plugins.toml");
-        std::fs::write(&path, plugins).expect("plugins.toml written");
-        config.plugins_config = path;
-    })
-    .await
+    TestServer::start_loading(backend, move |config| write_plugins_toml(config, &plugins)).await
 }
 
 async fn send(srv: &TestServer, who: &Account, room: &str) -> Reply {
@@ -41,10 +37,6 @@ async fn send(srv: &TestServer, who: &Account, room: &str) -> Reply {
             json!({ "content": "hello while loading", "clientId": Uuid::new_v4().simple().to_string() }),
         )
         .await
-}
-
-fn room_of(course: &Value) -> String {
-    course["roomId"].as_str().expect("roomId").to_owned()
 }
 
 async fn a_fail_closed_slot_refuses_until_its_chain_is_loaded_and_says_so(backend: Backend) {
@@ -166,12 +158,4 @@ async fn a_first_start_keeps_the_compiled_code_it_finds_in_the_cache() {
         "the second server compiled the template again instead of using the cached code"
     );
     second.stop().await.unwrap();
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

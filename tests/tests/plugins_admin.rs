@@ -20,15 +20,14 @@ use lyceum::config::Config;
 use lyceum_plugin_runtime::{builtin, fixtures};
 use lyceum_tests::{
     Account, Backend, Client, Reply, TestServer, backend_tests,
-    check::{api, as_client, assert_keys, assert_utc_time},
-    socket::SocketClient,
+    chat::{connect, post_message},
+    check::{api, as_client, assert_keys, assert_utc_time, sha256_hex},
 };
 use reqwest::{
     Method,
     multipart::{Form, Part},
 };
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 #[path = "plugins_admin/access.rs"]
 mod access;
@@ -110,13 +109,6 @@ fn plugins(rest: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Modules and chains
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// The bytes of a component the runtime crate built.
 fn component(path: &str) -> Vec<u8> {
@@ -301,12 +293,7 @@ fn assert_plugin(plugin: &Value) {
 
 /// POSTs a chat message over REST.
 async fn say(srv: &TestServer, who: &Account, room: &str, content: &str) -> Reply {
-    as_client(srv, who)
-        .post(
-            &api(&format!("/chat/rooms/{room}/messages")),
-            json!({ "content": content }),
-        )
-        .await
+    post_message(srv, who, room, json!({ "content": content })).await
 }
 
 /// A message the chain must let through; the stored message.
@@ -325,12 +312,6 @@ fn assert_rejected(reply: &Reply, reason: &str) {
         "{}",
         reply.body
     );
-}
-
-/// Connects, then waits until the server answers events on the new socket (it sends
-/// CONNECT a moment before its handlers are in place).
-async fn connect(srv: &TestServer, who: &Account) -> SocketClient {
-    SocketClient::ready(srv.addr, &who.token).await
 }
 
 /// Polls `check` every 50 ms for up to `wait`; the first value it returns.

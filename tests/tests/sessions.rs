@@ -7,7 +7,8 @@ use std::time::Duration;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
 use lyceum_tests::check::*;
-use lyceum_tests::{Account, Backend, Client, Reply, TestServer, backend_tests};
+use lyceum_tests::paging::{walk, walk_from};
+use lyceum_tests::{Account, Backend, Reply, TestServer, backend_tests};
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -43,7 +44,6 @@ const SESSION_KEYS: [&str; 9] = [
     "status",
     "title",
 ];
-const UNKNOWN_ID: &str = "0190a000-0000-7000-8000-000000000000";
 
 /// Asserts `at` lies within a second of the window `[from, to]` (server and test share a clock).
 #[track_caller]
@@ -101,50 +101,6 @@ async fn session_ids(srv: &TestServer, by: &Account, course: &Value) -> Vec<Stri
     let data = reply.data();
     assert_keys(&data, &["items", "nextCursor"]);
     ids(data["items"].as_array().unwrap())
-}
-
-/// Follows `nextCursor` from the first page to the last and returns the pages. Every page
-/// that announces a successor must be full; the last one says `nextCursor: null`.
-async fn walk(client: &Client, path: &str, limit: usize) -> Vec<Vec<Value>> {
-    walk_from(client, path, limit, None).await
-}
-
-/// [`walk`], starting after `cursor` (a `nextCursor` obtained earlier).
-async fn walk_from(
-    client: &Client,
-    path: &str,
-    limit: usize,
-    cursor: Option<String>,
-) -> Vec<Vec<Value>> {
-    let separator = if path.contains('?') { '&' } else { '?' };
-    let mut pages = Vec::new();
-    let mut cursor = cursor;
-    while pages.len() < 50 {
-        let url = match &cursor {
-            Some(c) => format!("{path}{separator}limit={limit}&cursor={c}"),
-            None => format!("{path}{separator}limit={limit}"),
-        };
-        let reply = client.get(&url).await;
-        assert_eq!(reply.status, 200, "{url}: {}", reply.body);
-        let data = reply.data();
-        assert_keys(&data, &["items", "nextCursor"]);
-        let items = data["items"].as_array().unwrap().clone();
-        assert!(items.len() <= limit, "{url} returned {} items", items.len());
-        pages.push(items);
-        match &data["nextCursor"] {
-            Value::String(next) => {
-                assert_eq!(
-                    pages.last().unwrap().len(),
-                    limit,
-                    "a page with a successor is full"
-                );
-                cursor = Some(next.clone());
-            }
-            Value::Null => return pages,
-            other => panic!("nextCursor {other}"),
-        }
-    }
-    panic!("{path} never reached its last page");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use lyceum::config::Config;
-use lyceum_tests::{Account, Backend, TestServer, backend_tests, check::*, socket::SocketClient};
+use lyceum_tests::{
+    Account, Backend, TestServer, backend_tests, check::*, socket::SocketClient, write_plugins_toml,
+};
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -49,24 +51,13 @@ async fn start(backend: Backend) -> TestServer {
 }
 
 async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestServer {
-    TestServer::start_with(backend, |config| {
-        if backend == Backend::Postgres {
-            config.db_max_connections = 3;
-        }
-        adjust(config);
-    })
-    .await
+    TestServer::start_small(backend, adjust).await
 }
 
 /// Starts a server whose signaling chain is `plugins` (a `plugins.toml` text).
 async fn start_with_plugins(backend: Backend, plugins: &str) -> TestServer {
     let text = plugins.to_owned();
-    start_with(backend, move |config| {
-        let path = config.data_dir.parent().unwrap().join("plugins.toml");
-        std::fs::write(&path, text).unwrap();
-        config.plugins_config = path;
-    })
-    .await
+    start_with(backend, move |config| write_plugins_toml(config, &text)).await
 }
 
 /// A course with a session (`maxParticipants` when given), started unless `live` is false.

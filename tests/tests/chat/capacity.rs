@@ -1,7 +1,17 @@
 //! Chat under load and the memory the send path keeps: a full write queue refuses at once and
 //! loses nothing it acknowledged; remembered memberships never outlive a change of them.
 
-use super::*;
+use std::collections::HashSet;
+
+use futures::future::join_all;
+use lyceum_tests::{
+    Backend, TestServer, backend_tests,
+    chat::{connect, messages_path},
+    check::{api, as_client, id_of},
+};
+use serde_json::json;
+
+use crate::support::*;
 
 backend_tests!(
     a_full_write_queue_refuses_at_once_and_loses_no_acknowledged_message,

@@ -7,7 +7,10 @@ use lyceum_tests::{Account, Backend, Client, Reply, TestServer, backend_tests, c
 use reqwest::Method;
 use tokio::io::AsyncWriteExt;
 
-use super::{assert_disk_holds_only, elf, get_file, mp4, sha256_hex, start, start_with};
+use crate::{
+    payloads::{elf, mp4},
+    support::{assert_disk_holds_only, get_file, start, start_with},
+};
 
 backend_tests!(
     a_video_arrives_in_pieces_and_becomes_a_file,
