@@ -711,8 +711,8 @@ async fn decisions_are_pruned_by_time(backend: Backend) {
     );
 }
 
-/// A database created before plugins existed gains the plugin tables on the next start and
-/// keeps its data.
+/// A database created before plugins existed gains the tables added since (plugins, account
+/// changes) on the next start and keeps its data.
 async fn migrations_upgrade_a_database_from_the_first_schema(backend: Backend) {
     let store = TestStore::open(backend).await;
     let user = User {
@@ -726,7 +726,8 @@ async fn migrations_upgrade_a_database_from_the_first_schema(backend: Backend) {
 
     // Take the database back to the first schema, then check that it is exactly that: a
     // migrator that knows only the first migration accepts it as up to date.
-    let downgrade = "DROP TABLE plugin_decisions;
+    let downgrade = "DROP TABLE account_changes;
+                     DROP TABLE plugin_decisions;
                      DROP TABLE plugin_revisions;
                      DROP TABLE plugin_modules;
                      DELETE FROM _sqlx_migrations WHERE version > 1;";
@@ -769,7 +770,7 @@ async fn migrations_upgrade_a_database_from_the_first_schema(backend: Backend) {
 
     let upgraded = lyceum::store::connect(&store.url, 2)
         .await
-        .expect("the plugin migration applies to a first-schema database");
+        .expect("the later migrations apply to a first-schema database");
     assert_eq!(
         upgraded.user(user.id).await.unwrap().map(|u| u.email),
         Some(user.email),
