@@ -159,6 +159,14 @@ impl Server {
             ("LYCEUM_CHAT_RATE_BURST".into(), "1000000".into()),
             ("LYCEUM_SIGNAL_RATE_PER_SECOND".into(), "1000000".into()),
             ("LYCEUM_SIGNAL_RATE_BURST".into(), "1000000".into()),
+            // Load comes from a few addresses, and may send faster than a person would.
+            ("LYCEUM_SOCKET_MAX_PER_USER".into(), "1000000".into()),
+            ("LYCEUM_SOCKET_MAX_PER_ADDRESS".into(), "1000000".into()),
+            (
+                "LYCEUM_SOCKET_EVENT_RATE_PER_SECOND".into(),
+                "1000000".into(),
+            ),
+            ("LYCEUM_SOCKET_EVENT_BURST".into(), "1000000".into()),
             // Long runs connect sockets well after their users signed up.
             ("LYCEUM_ACCESS_TOKEN_TTL".into(), "21600".into()),
             // Uploads of any size and count the run asks for.

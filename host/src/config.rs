@@ -74,6 +74,10 @@ pub const KEYS: &[&str] = &[
     "socket_send_buffer",
     "presence_batch_interval",
     "socket_reauth_grace",
+    "socket_max_per_user",
+    "socket_max_per_address",
+    "socket_event_rate_per_second",
+    "socket_event_burst",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -193,6 +197,14 @@ pub struct Config {
     /// `auth:refresh`; then it is told `auth:expired` and disconnected.
     #[serde(with = "duration")]
     pub socket_reauth_grace: Duration,
+    /// Sockets one user may hold open at once (tabs, devices).
+    pub socket_max_per_user: u32,
+    /// Sockets one address may hold open at once.
+    pub socket_max_per_address: u32,
+    /// Sustained events per second per socket, every event counted.
+    pub socket_event_rate_per_second: f64,
+    /// Events a socket may send at once; refusing this many in a row disconnects it.
+    pub socket_event_burst: u32,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -256,6 +268,10 @@ impl Default for Config {
             socket_send_buffer: 1024,
             presence_batch_interval: Duration::from_millis(200),
             socket_reauth_grace: Duration::from_secs(30),
+            socket_max_per_user: 20,
+            socket_max_per_address: 10_000,
+            socket_event_rate_per_second: 100.0,
+            socket_event_burst: 400,
         }
     }
 }
@@ -445,6 +461,23 @@ impl Config {
             return Err(ConfigError::key(
                 "presence_batch_interval",
                 "must be longer than zero and at most 1s (the contract's bound)",
+            ));
+        }
+        for (key, value) in [
+            ("socket_max_per_user", self.socket_max_per_user),
+            ("socket_max_per_address", self.socket_max_per_address),
+            ("socket_event_burst", self.socket_event_burst),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::key(key, "must be at least 1"));
+            }
+        }
+        if !(self.socket_event_rate_per_second.is_finite()
+            && self.socket_event_rate_per_second > 0.0)
+        {
+            return Err(ConfigError::key(
+                "socket_event_rate_per_second",
+                "must be a number above zero",
             ));
         }
         if self.socket_send_buffer < 16 {

@@ -217,6 +217,15 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         expiry: Arc::new(gateway::reauth::TokenExpiry::new(
             config.socket_reauth_grace,
         )),
+        sockets: Arc::new(gateway::limits::OpenSockets::new(
+            gateway::limits::SocketLimits {
+                per_user: config.socket_max_per_user,
+                per_address: config.socket_max_per_address,
+                events_per_second: config.socket_event_rate_per_second,
+                event_burst: config.socket_event_burst,
+            },
+        )),
+        trust_forwarded_for: config.trust_forwarded_for,
     };
     let (socket_layer, io) = SocketIo::builder()
         .max_payload(config.max_json_body)

@@ -1,5 +1,6 @@
-//! The Socket.IO handshake: authentication in `auth.token`, revocation disconnecting, and
-//! tokens that expire on open sockets (`auth:refresh`, `auth:expired`).
+//! The Socket.IO handshake: authentication in `auth.token`, revocation disconnecting, tokens
+//! that expire on open sockets (`auth:refresh`, `auth:expired`), and what one user, address
+//! or socket may take: sockets per user and per address, events per second.
 
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ backend_tests!(
     a_socket_whose_token_expired_is_told_and_disconnected_after_the_grace,
     auth_refresh_carries_a_socket_past_its_first_tokens_expiry,
     a_refused_auth_refresh_changes_nothing,
+    a_user_may_hold_only_so_many_sockets,
+    an_address_may_hold_only_so_many_sockets,
+    an_event_flood_is_refused_then_disconnected,
 );
 
 async fn a_valid_access_token_connects(backend: Backend) {
@@ -244,4 +248,105 @@ async fn a_refused_auth_refresh_changes_nothing(backend: Backend) {
         .expect_event("auth:expired", Duration::from_secs(20))
         .await;
     assert!(socket.closed_within(Duration::from_secs(10)).await);
+}
+
+fn refused(attempt: Result<SocketClient, ConnectError>) -> String {
+    match attempt {
+        Err(ConnectError::Refused(message)) => message,
+        Err(other) => panic!("transport failure instead of connect_error: {other:?}"),
+        Ok(_) => panic!("connection accepted"),
+    }
+}
+
+/// Connects `token` again and again until the server takes it (it learns of a closed socket
+/// a moment after the client closes it); panics after 5 s.
+async fn connects_soon(srv: &TestServer, token: &str) -> SocketClient {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match SocketClient::connect(srv.addr, Some(json!({ "token": token }))).await {
+            Ok(socket) => return socket,
+            Err(error) => assert!(
+                std::time::Instant::now() < deadline,
+                "still refused 5 s after a socket closed: {error:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_user_may_hold_only_so_many_sockets(backend: Backend) {
+    let srv = TestServer::start_with(backend, |c| c.socket_max_per_user = 2).await;
+    let ada = srv.register("student").await;
+    let first = SocketClient::ready(srv.addr, &ada.token).await;
+    let _second = SocketClient::ready(srv.addr, &ada.token).await;
+    assert_eq!(
+        refused(SocketClient::connect(srv.addr, Some(json!({"token": ada.token}))).await),
+        "RATE_LIMITED"
+    );
+    // Others are not held to ada's count.
+    let bob = srv.register("student").await;
+    SocketClient::ready(srv.addr, &bob.token).await;
+
+    // A tab closed frees its place.
+    first.send_raw("1");
+    assert!(first.closed_within(Duration::from_secs(5)).await);
+    connects_soon(&srv, &ada.token).await;
+}
+
+async fn an_address_may_hold_only_so_many_sockets(backend: Backend) {
+    let srv = TestServer::start_with(backend, |c| c.socket_max_per_address = 3).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let user = srv.register("student").await;
+        open.push(SocketClient::ready(srv.addr, &user.token).await);
+    }
+    let fourth = srv.register("student").await;
+    assert_eq!(
+        refused(SocketClient::connect(srv.addr, Some(json!({"token": fourth.token}))).await),
+        "RATE_LIMITED"
+    );
+    open[0].send_raw("1");
+    assert!(open[0].closed_within(Duration::from_secs(5)).await);
+    connects_soon(&srv, &fourth.token).await;
+}
+
+async fn an_event_flood_is_refused_then_disconnected(backend: Backend) {
+    let srv = TestServer::start_with(backend, |c| {
+        c.socket_event_rate_per_second = 1.0;
+        c.socket_event_burst = 20;
+    })
+    .await;
+    let ada = srv.register("student").await;
+    let socket = SocketClient::ready(srv.addr, &ada.token).await;
+    // Thirty at once against a burst of twenty: the events beyond it are refused (which ones
+    // depends on the order the server takes them in), with a delay to retry after.
+    let acks =
+        futures::future::join_all((0..30).map(|_| socket.emit_ack("chat:online_users", json!({}))))
+            .await;
+    let limited: Vec<_> = acks
+        .iter()
+        .filter(|ack| ack["error"]["code"] == "RATE_LIMITED")
+        .collect();
+    assert!(limited.len() >= 8, "{} of 30 refused", limited.len());
+    for ack in &limited {
+        assert!(
+            ack["error"]["details"]["retryAfter"].as_u64() >= Some(1),
+            "{ack}"
+        );
+    }
+    assert!(
+        !socket.closed_within(Duration::from_millis(200)).await,
+        "refused, not yet disconnected"
+    );
+
+    // Sending on at full speed, a burst's worth of refusals in a row, is a flood.
+    for id in 0..40 {
+        socket.send_raw(&format!("42{}[\"chat:online_users\",{{}}]", 2_000_000 + id));
+    }
+    assert!(
+        socket.closed_within(Duration::from_secs(5)).await,
+        "a flooding socket stays connected"
+    );
+    // The user may come back; nothing else holds it against them.
+    SocketClient::ready(srv.addr, &ada.token).await;
 }

@@ -6,6 +6,7 @@
 //! of a user, and disconnect the sockets of a token family when it is revoked.
 
 pub mod chat;
+pub mod limits;
 pub mod origin;
 pub mod presence;
 pub mod reauth;
@@ -53,6 +54,9 @@ pub struct GatewayState {
     pub sessions: Arc<SessionService>,
     pub signaling: Arc<SignalingService>,
     pub expiry: Arc<reauth::TokenExpiry>,
+    pub sockets: Arc<limits::OpenSockets>,
+    /// Whether a socket's address is the first `X-Forwarded-For` hop of its handshake.
+    pub trust_forwarded_for: bool,
 }
 
 /// Reads an event's payload; anything that is not the expected object is VALIDATION_FAILED,
@@ -107,6 +111,9 @@ pub struct SocketUser {
     pub name: String,
     /// When the access token the socket holds expires, in seconds since the Unix epoch.
     pub expires_at: i64,
+    /// Where the handshake came from, as the per-address socket cap counts it.
+    pub address: std::net::IpAddr,
+    pub budget: Arc<limits::EventBudget>,
 }
 
 /// The user a socket authenticated as.
@@ -157,6 +164,8 @@ struct AuthPayload {
 pub enum ConnectRefused {
     Unauthorized,
     Unavailable,
+    /// The user, or the address, holds as many sockets as it may.
+    TooManySockets,
 }
 
 impl fmt::Display for ConnectRefused {
@@ -164,6 +173,7 @@ impl fmt::Display for ConnectRefused {
         f.write_str(match self {
             ConnectRefused::Unauthorized => "UNAUTHORIZED",
             ConnectRefused::Unavailable => "UNAVAILABLE",
+            ConnectRefused::TooManySockets => "RATE_LIMITED",
         })
     }
 }
@@ -361,6 +371,16 @@ async fn authenticate(
             return Err(ConnectRefused::Unavailable);
         }
     };
+    let parts = socket.req_parts();
+    let address = crate::http::extract::client_ip(
+        &parts.headers,
+        &parts.extensions,
+        state.trust_forwarded_for,
+    );
+    if let Err(too_many) = state.sockets.open(actor.id, address) {
+        tracing::info!(user = %actor.id, %address, ?too_many, "socket refused: too many open");
+        return Err(ConnectRefused::TooManySockets);
+    }
     // Rooms and handlers are set up here, before the CONNECT packet goes out: a client may
     // emit from its `connect` callback, and an event arriving before its handler exists
     // would be dropped without an acknowledgement.
@@ -369,6 +389,11 @@ async fn authenticate(
         actor,
         name: name.to_string(),
         expires_at,
+        address,
+        budget: Arc::new(limits::EventBudget::new(
+            state.sockets.limits(),
+            std::time::Instant::now(),
+        )),
     });
     state.expiry.track(socket.id, expires_at);
     socket.on_fallback(dispatch);
@@ -378,6 +403,7 @@ async fn authenticate(
             metrics::gauge!("lyceum_socket_connections").decrement(1.0);
             if let Some(user) = socket.extensions.get::<SocketUser>() {
                 state.expiry.forget(socket.id, user.expires_at);
+                state.sockets.close(user.actor.id, user.address);
             }
             chat::disconnect(&state, &socket);
             signaling::disconnect(&state, &socket).await;
@@ -400,6 +426,23 @@ async fn dispatch(
     ack: AckSender,
     state: State<GatewayState>,
 ) {
+    let Some(user) = socket.extensions.get::<SocketUser>() else {
+        return;
+    };
+    match user
+        .budget
+        .spend(state.sockets.limits(), std::time::Instant::now())
+    {
+        limits::Spend::Allowed => {}
+        limits::Spend::Refused { retry_after } => {
+            return self::ack(ack, Err(AppError::RateLimited { retry_after }));
+        }
+        limits::Spend::Flood => {
+            tracing::warn!(socket = %socket.id, user = %user.actor.id, "event flood; disconnecting the socket");
+            let _ = socket.disconnect();
+            return;
+        }
+    }
     let signal = match event.as_str() {
         "webrtc:offer" => Some(SignalKind::Offer),
         "webrtc:answer" => Some(SignalKind::Answer),

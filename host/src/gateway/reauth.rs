@@ -140,8 +140,8 @@ fn refreshed(
     state.expiry.track(socket.id, expires_at);
     socket.extensions.insert(SocketUser {
         actor,
-        name: user.name,
         expires_at,
+        ..user
     });
     let expires_at = chrono::DateTime::from_timestamp(expires_at, 0)
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("token expiry out of range")))?;

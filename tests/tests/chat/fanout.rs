@@ -23,7 +23,8 @@ backend_tests!(
 
 /// Browser clients join their rooms in their `connect` handler, the moment CONNECT arrives.
 async fn events_emitted_right_after_connecting_are_answered(backend: Backend) {
-    let srv = start(backend).await;
+    // A hundred sockets of one user, beyond the default cap of sockets per user.
+    let srv = start_adjusted(backend, |c| c.socket_max_per_user = 100).await;
     let (teacher, course) = srv.course().await;
     let room = room_of(&course);
     let attempts = join_all((0..100).map(|_| async {
