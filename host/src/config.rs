@@ -78,6 +78,7 @@ pub const KEYS: &[&str] = &[
     "socket_max_per_address",
     "socket_event_rate_per_second",
     "socket_event_burst",
+    "http_header_timeout",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -205,6 +206,10 @@ pub struct Config {
     pub socket_event_rate_per_second: f64,
     /// Events a socket may send at once; refusing this many in a row disconnects it.
     pub socket_event_burst: u32,
+    /// Longest a client may take to send a request head (and an idle keep-alive connection
+    /// may wait for its next one) before its connection is closed.
+    #[serde(with = "duration")]
+    pub http_header_timeout: Duration,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -272,6 +277,7 @@ impl Default for Config {
             socket_max_per_address: 10_000,
             socket_event_rate_per_second: 100.0,
             socket_event_burst: 400,
+            http_header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -461,6 +467,12 @@ impl Config {
             return Err(ConfigError::key(
                 "presence_batch_interval",
                 "must be longer than zero and at most 1s (the contract's bound)",
+            ));
+        }
+        if self.http_header_timeout.is_zero() {
+            return Err(ConfigError::key(
+                "http_header_timeout",
+                "must be longer than zero",
             ));
         }
         for (key, value) in [

@@ -30,10 +30,10 @@ pub mod storage;
 pub mod store;
 pub mod telemetry;
 
-use std::{future::Future, net::SocketAddr, path::Path, sync::Arc};
+use std::{future::Future, path::Path, sync::Arc};
 
 use anyhow::Context;
-use axum::{Router, serve::ListenerExt};
+use axum::Router;
 use lyceum_plugin_runtime::{HostRules, PluginsConfig, PolicyEngine};
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
@@ -383,25 +383,17 @@ pub async fn run(
     let grace = app.state.config.shutdown_grace;
     let router = app.router.clone();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    // Socket.IO frames are small and latency-bound: Nagle's algorithm (with delayed ACKs)
-    // would hold them back by tens of milliseconds.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let timeouts = http::server::Timeouts {
+        header_read: app.state.config.http_header_timeout,
+    };
+    let server = http::server::serve(listener, router, timeouts, async move {
         shutdown.await;
         tracing::info!("shutting down: closing sockets, finishing in-flight requests");
         let _ = stopping_tx.send(());
         io.close().await;
     });
     tokio::select! {
-        result = server => result.context("serving HTTP")?,
+        () = server => {}
         _ = async {
             let _ = stopping_rx.await;
             tokio::time::sleep(grace).await;

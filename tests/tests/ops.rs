@@ -1,4 +1,5 @@
-//! Operations and the error envelope for requests no handler accepts.
+//! Operations, the error envelope for requests no handler accepts, and clients too slow to
+//! keep a connection.
 
 use lyceum_tests::{Backend, TestServer, backend_tests, socket::SocketClient};
 use serde_json::{Value, json};
@@ -10,6 +11,7 @@ backend_tests!(
     metrics_count_requests_by_route_and_open_sockets,
     requests_carry_a_request_id,
     cors_allows_only_configured_origins,
+    a_request_head_sent_too_slowly_closes_its_connection,
 );
 
 async fn health_and_ready_answer(backend: Backend) {
@@ -329,4 +331,58 @@ async fn a_lost_database_makes_ready_and_requests_unavailable_until_it_returns()
             .status,
         200
     );
+}
+
+async fn a_request_head_sent_too_slowly_closes_its_connection(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = TestServer::start_with(backend, |c| {
+        c.http_header_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let closed_by_the_server = |mut stream: tokio::net::TcpStream| async move {
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut answer),
+        )
+        .await
+        .is_ok()
+    };
+
+    // A head that never ends.
+    let mut stalled = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /health HTTP/1.1\r\nHost: lyceum\r\n")
+        .await
+        .unwrap();
+    // A head sent a byte every 200 ms, which would take 16 s.
+    let trickled = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let (mut reader, mut writer) = trickled.into_split();
+    let trickling = tokio::spawn(async move {
+        let head = format!(
+            "GET /health HTTP/1.1\r\nHost: lyceum\r\nX-Slow: {}\r\n",
+            "a".repeat(40)
+        );
+        for byte in head.bytes() {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    // Meanwhile, a client that sends its request at once is served.
+    assert_eq!(srv.client().get("/health").await.status, 200);
+
+    assert!(
+        closed_by_the_server(stalled).await,
+        "a connection whose head never ended is still open"
+    );
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        reader.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(ended.is_ok(), "a trickled head kept its connection open");
+    trickling.abort();
 }

@@ -12,6 +12,7 @@ pub mod headers;
 pub mod ops;
 pub mod plugins;
 pub mod range;
+pub mod server;
 pub mod sessions;
 pub mod tus;
 
