@@ -79,6 +79,8 @@ pub const KEYS: &[&str] = &[
     "socket_event_rate_per_second",
     "socket_event_burst",
     "http_header_timeout",
+    "socket_ping_interval",
+    "socket_ping_timeout",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -210,6 +212,13 @@ pub struct Config {
     /// may wait for its next one) before its connection is closed.
     #[serde(with = "duration")]
     pub http_header_timeout: Duration,
+    /// How often the server pings each socket (Engine.IO heartbeat).
+    #[serde(with = "duration")]
+    pub socket_ping_interval: Duration,
+    /// How long a socket has to answer a ping before it is closed: a client that stopped
+    /// reading stops answering too.
+    #[serde(with = "duration")]
+    pub socket_ping_timeout: Duration,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -278,6 +287,8 @@ impl Default for Config {
             socket_event_rate_per_second: 100.0,
             socket_event_burst: 400,
             http_header_timeout: Duration::from_secs(10),
+            socket_ping_interval: Duration::from_secs(25),
+            socket_ping_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -468,6 +479,14 @@ impl Config {
                 "presence_batch_interval",
                 "must be longer than zero and at most 1s (the contract's bound)",
             ));
+        }
+        for (key, value) in [
+            ("socket_ping_interval", self.socket_ping_interval),
+            ("socket_ping_timeout", self.socket_ping_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::key(key, "must be longer than zero"));
+            }
         }
         if self.http_header_timeout.is_zero() {
             return Err(ConfigError::key(

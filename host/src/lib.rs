@@ -236,6 +236,10 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .ws_max_message_size(usize::try_from(config.max_json_body).unwrap_or(usize::MAX))
         .ws_max_frame_size(usize::try_from(config.max_json_body).unwrap_or(usize::MAX))
         .ws_read_buffer_size(gateway::WS_READ_BUFFER)
+        // A client that stops reading stops answering pings: the heartbeat is what
+        // disconnects it, while sends beyond its buffer fail instead of queueing.
+        .ping_interval(config.socket_ping_interval)
+        .ping_timeout(config.socket_ping_timeout)
         .with_state(gateway_state.clone())
         .build_layer();
     let mut tasks = gateway::attach(&io, &gateway_state);

@@ -21,6 +21,7 @@ backend_tests!(
     a_user_may_hold_only_so_many_sockets,
     an_address_may_hold_only_so_many_sockets,
     an_event_flood_is_refused_then_disconnected,
+    a_client_that_stops_reading_is_disconnected_by_the_heartbeat,
 );
 
 async fn a_valid_access_token_connects(backend: Backend) {
@@ -349,4 +350,66 @@ async fn an_event_flood_is_refused_then_disconnected(backend: Backend) {
     );
     // The user may come back; nothing else holds it against them.
     SocketClient::ready(srv.addr, &ada.token).await;
+}
+
+async fn a_client_that_stops_reading_is_disconnected_by_the_heartbeat(backend: Backend) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let srv = TestServer::start_with(backend, |c| {
+        c.socket_ping_interval = Duration::from_secs(1);
+        c.socket_ping_timeout = Duration::from_secs(1);
+        c.chat_rate_per_second = 1000.0;
+        c.chat_rate_burst = 1000;
+    })
+    .await;
+    let (teacher, course) = srv.course().await;
+    let room = course["roomId"].as_str().unwrap().to_owned();
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", srv.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let next_text = async |ws: &mut tokio_tungstenite::WebSocketStream<_>, prefix: &str| loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) if text.starts_with(prefix) => return text.to_string(),
+            Some(Ok(_)) => continue,
+            other => panic!("the socket ended before {prefix}: {other:?}"),
+        }
+    };
+    next_text(&mut ws, "0{").await;
+    ws.send(Message::Text(
+        format!("40{}", json!({"token": teacher.token})).into(),
+    ))
+    .await
+    .unwrap();
+    next_text(&mut ws, "40").await;
+    ws.send(Message::Text(
+        format!("421{}", json!(["chat:join_room", {"roomId": room}])).into(),
+    ))
+    .await
+    .unwrap();
+    next_text(&mut ws, "431").await;
+
+    // From here on the client reads nothing (and so answers no ping) while its room is busy.
+    for n in 0..30 {
+        let reply = srv
+            .client()
+            .bearer(&teacher.token)
+            .post(
+                &format!("/api/v1/chat/rooms/{room}/messages"),
+                json!({"content": format!("busy {n}")}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // Reading again finds what was sent before the server gave up, then the end.
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(message) = ws.next().await {
+            if matches!(message, Ok(Message::Close(_)) | Err(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the silent socket is still open");
 }
