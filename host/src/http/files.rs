@@ -160,6 +160,7 @@ async fn receive(
     }
 
     let mut upload = None;
+    let mut seen = std::collections::HashSet::new();
     while let Some(mut field) = multipart.next_field().await.map_err(malformed)? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
@@ -168,6 +169,11 @@ async fn receive(
                     name,
                     "send folder and courseId before the file part",
                 ));
+            }
+            // Each at most once: a form of endless small parts would otherwise cost the
+            // server a parse per part for as long as the client likes.
+            "folder" | "courseId" if !seen.insert(name.clone()) => {
+                return Err(AppError::validation(name, "sent more than once"));
             }
             "folder" => folder = Some(parse_folder(&text(&mut field, "folder").await?)?),
             "courseId" => course = Some(parse_course(&text(&mut field, "courseId").await?)?),

@@ -274,6 +274,21 @@ async fn malformed_upload_requests_name_the_offending_field(backend: Backend) {
         ("", Form::new().text("courseId", "not-a-uuid"), "courseId"),
         ("", Form::new().text("courseId", "123"), "courseId"),
         ("?courseId=not-a-uuid", Form::new(), "courseId"),
+        // Each text field once: a form of endless small parts is refused at the second.
+        (
+            "",
+            Form::new()
+                .text("folder", "images")
+                .text("folder", "images"),
+            "folder",
+        ),
+        (
+            "",
+            (0..10_000).fold(Form::new(), |form, _| {
+                form.text("courseId", "0190a3c4-0000-7000-8000-000000000000")
+            }),
+            "courseId",
+        ),
     ];
     for (query, form, field) in cases {
         let reply = upload_form(&srv, &ada, query, with_png(form)).await;
