@@ -4,7 +4,6 @@
 //! the server's memory flat.
 
 use std::{
-    io::Write,
     process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -16,7 +15,7 @@ mod support;
 
 use support::{
     BIN, MIB, RemoveDirOnDrop, body_chunks, lyceum, mp4_chunks, register_student, reset_peak_rss,
-    serve_in, temp_dir, vm_kib,
+    serve_in, sign_in, temp_dir, user_create, vm_kib,
 };
 
 #[test]
@@ -234,15 +233,7 @@ async fn an_admin_created_while_the_server_runs_can_sign_in_and_sigterm_stops_it
     user_create(&dir, "root@example.com", "admin");
 
     let client = reqwest::Client::new();
-    let login: serde_json::Value = client
-        .post(format!("http://{addr}/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": "root@example.com", "password": "operator-password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = sign_in(&client, &addr, "root@example.com").await;
     assert_eq!(login["data"]["user"]["role"], "admin", "{login}");
 
     let mut server = server;
@@ -276,15 +267,7 @@ async fn sighup_reads_the_plugins_file_again_and_the_server_carries_on() {
         serve_in(&dir, &[("LYCEUM_PLUGINS_WATCH", "false".to_owned())]).unwrap();
     user_create(&dir, "root@example.com", "admin");
     let client = reqwest::Client::new();
-    let login: serde_json::Value = client
-        .post(format!("http://{addr}/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": "root@example.com", "password": "operator-password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = sign_in(&client, &addr, "root@example.com").await;
     let token = login["data"]["accessToken"].as_str().unwrap().to_owned();
     let chat_slot = async || -> serde_json::Value {
         let reply: serde_json::Value = client
@@ -344,32 +327,6 @@ fn chat_chain(action: &str) -> String {
         "[[chat.plugins]]\nsource = \"builtin:chat-moderation\"\n\n\
          [[chat.plugins.config.lists]]\naction = \"{action}\"\nwords = [\"zebra\"]\ncode = \"no_zebras\"\n"
     )
-}
-
-/// `lyceum user create` in `dir` with the password on standard input; panics unless it
-/// succeeds.
-fn user_create(dir: &std::path::Path, email: &str, role: &str) {
-    let mut create = lyceum(dir)
-        .args([
-            "user", "create", "--email", email, "--name", "Root", "--role", role,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    create
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"operator-password\n")
-        .unwrap();
-    let created = create.wait_with_output().unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

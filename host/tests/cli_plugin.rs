@@ -4,9 +4,8 @@
 //! exit status and output each answer gives. No output ever contains the token.
 
 use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    process::{Output, Stdio},
+    path::PathBuf,
+    process::Output,
     time::{Duration, Instant},
 };
 
@@ -16,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 mod support;
 
-use support::{KillOnDrop, RemoveDirOnDrop, lyceum, serve_in, temp_dir};
+use support::{KillOnDrop, RemoveDirOnDrop, lyceum, serve_in, sign_in, temp_dir, user_create};
 
 /// What one run of the binary printed, and how it exited.
 struct Run {
@@ -230,7 +229,7 @@ impl Operator {
     async fn start() -> Operator {
         let dir = temp_dir("cli-plugin");
         let cleanup = RemoveDirOnDrop(dir.clone());
-        create_admin(&dir);
+        user_create(&dir, "root@example.com", "admin");
         // Shared with the other tests, so the builtins compile once per run.
         let cache = std::env::temp_dir().join("lyceum-test-plugin-cache");
         let (server, addr) = serve_in(
@@ -238,15 +237,7 @@ impl Operator {
             &[("LYCEUM_PLUGIN_CACHE_DIR", cache.display().to_string())],
         )
         .unwrap();
-        let login = reqwest::Client::new()
-            .post(format!("http://{addr}/api/v1/auth/login"))
-            .json(&json!({"email": "root@example.com", "password": "operator-password"}))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap();
+        let login = sign_in(&reqwest::Client::new(), &addr, "root@example.com").await;
         let token = login["data"]["accessToken"]
             .as_str()
             .unwrap_or_else(|| panic!("admin login: {login}"))
@@ -310,38 +301,6 @@ impl Operator {
         assert_eq!(status, 201, "{body}");
         body["data"]["accessToken"].as_str().unwrap().to_owned()
     }
-}
-
-/// `lyceum user create --role admin` on the directory the server will use.
-fn create_admin(dir: &Path) {
-    let mut create = lyceum(dir)
-        .args([
-            "user",
-            "create",
-            "--email",
-            "root@example.com",
-            "--name",
-            "Root",
-            "--role",
-            "admin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    create
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"operator-password\n")
-        .unwrap();
-    let created = create.wait_with_output().unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
 }
 
 fn chat(overview: &Value) -> &Value {

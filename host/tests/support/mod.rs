@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -111,6 +111,45 @@ pub fn serve_in(dir: &Path, env: &[(&str, String)]) -> anyhow::Result<(KillOnDro
         .recv_timeout(Duration::from_secs(120))
         .context("the server's policy plugins were not ready within 120 s")?;
     Ok((server, addr))
+}
+
+/// `lyceum user create` in `dir`, named Root, with the password `operator-password` on
+/// standard input; panics unless it succeeds.
+pub fn user_create(dir: &Path, email: &str, role: &str) {
+    let mut create = lyceum(dir)
+        .args([
+            "user", "create", "--email", email, "--name", "Root", "--role", role,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"operator-password\n")
+        .unwrap();
+    let created = create.wait_with_output().unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+}
+
+/// `POST /auth/login` as an account [`user_create`] made; the reply's body.
+pub async fn sign_in(client: &reqwest::Client, addr: &str, email: &str) -> serde_json::Value {
+    client
+        .post(format!("http://{addr}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": "operator-password"}))
+        .send()
+        .await
+        .expect("login request")
+        .json()
+        .await
+        .expect("login reply")
 }
 
 /// Registers a student on the server at `addr`; its access token.
