@@ -81,6 +81,7 @@ pub const KEYS: &[&str] = &[
     "http_header_timeout",
     "socket_ping_interval",
     "socket_ping_timeout",
+    "upload_idle_timeout",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -219,6 +220,9 @@ pub struct Config {
     /// reading stops answering too.
     #[serde(with = "duration")]
     pub socket_ping_timeout: Duration,
+    /// Longest an upload may go without a byte of its file arriving before it is abandoned.
+    #[serde(with = "duration")]
+    pub upload_idle_timeout: Duration,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -289,6 +293,7 @@ impl Default for Config {
             http_header_timeout: Duration::from_secs(10),
             socket_ping_interval: Duration::from_secs(25),
             socket_ping_timeout: Duration::from_secs(20),
+            upload_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -483,6 +488,7 @@ impl Config {
         for (key, value) in [
             ("socket_ping_interval", self.socket_ping_interval),
             ("socket_ping_timeout", self.socket_ping_timeout),
+            ("upload_idle_timeout", self.upload_idle_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::key(key, "must be longer than zero"));

@@ -189,7 +189,23 @@ async fn receive(
                     course,
                 };
                 let mut receiving = files.begin_upload(actor, request_id, request).await?;
-                while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+                // A client that stops sending mid-file would hold the request, its temporary
+                // file and a quota reservation for as long as it kept the connection open.
+                let idle = state.config.upload_idle_timeout;
+                loop {
+                    let next = tokio::time::timeout(idle, field.chunk())
+                        .await
+                        .map_err(|_| {
+                            AppError::validation(
+                                "file",
+                                format!(
+                                    "no bytes of the file arrived for {} s; the upload was abandoned",
+                                    idle.as_secs_f64()
+                                ),
+                            )
+                        })?
+                        .map_err(malformed)?;
+                    let Some(chunk) = next else { break };
                     receiving.write(&chunk).await?;
                 }
                 upload = Some(receiving);

@@ -175,11 +175,31 @@ pub async fn append(
     }
     let offset = number(&headers, &UPLOAD_OFFSET)?
         .ok_or_else(|| AppError::validation("Upload-Offset", "required"))?;
-    let progress = state
-        .resumable
-        .append(&actor, id, offset, body.into_data_stream())
-        .await?;
+    let body = until_idle(body, state.config.upload_idle_timeout);
+    let progress = state.resumable.append(&actor, id, offset, body).await?;
     Ok(progress_response(StatusCode::NO_CONTENT, &progress))
+}
+
+/// The body's chunks, ending in an error once none has arrived for `idle`. A client whose
+/// connection died without a close would otherwise hold the append, and the upload's lock,
+/// for good: its retry from a new connection would be refused as a concurrent append.
+fn until_idle(
+    body: Body,
+    idle: std::time::Duration,
+) -> impl futures::Stream<Item = Result<axum::body::Bytes, String>> + Unpin {
+    use futures::StreamExt;
+    Box::pin(futures::stream::unfold(
+        Some(body.into_data_stream()),
+        move |stream| async move {
+            let mut stream = stream?;
+            match tokio::time::timeout(idle, stream.next()).await {
+                Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(stream))),
+                Ok(Some(Err(error))) => Some((Err(error.to_string()), None)),
+                Ok(None) => None,
+                Err(_) => Some((Err(format!("no bytes for {idle:?}")), None)),
+            }
+        },
+    ))
 }
 
 /// Abandon an upload (tus termination); its bytes are removed.

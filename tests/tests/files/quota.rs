@@ -1,6 +1,6 @@
 //! The per-folder caps and the per-user quota, enforced from the declared length or while the
-//! bytes arrive, refusals that leave nothing behind; aborted uploads leave nothing either, and
-//! concurrent uploads by one user all succeed.
+//! bytes arrive, refusals that leave nothing behind; aborted and stalled uploads leave nothing
+//! either, and concurrent uploads by one user all succeed.
 
 use std::{
     collections::HashSet,
@@ -25,6 +25,7 @@ backend_tests!(
     the_user_quota_counts_every_stored_byte,
     an_aborted_upload_leaves_nothing_behind,
     concurrent_uploads_by_one_user_all_succeed,
+    an_upload_that_stops_sending_is_abandoned_and_leaves_nothing,
 );
 
 async fn an_upload_over_its_folder_cap_is_refused_and_leaves_nothing(backend: Backend) {
@@ -238,4 +239,30 @@ async fn concurrent_uploads_by_one_user_all_succeed(backend: Backend) {
     let refs: Vec<&Value> = files.iter().collect();
     assert_disk_holds_only(&srv, &refs).await;
     assert_eq!(list_files(&srv, &ada).await.len(), 8);
+}
+
+async fn an_upload_that_stops_sending_is_abandoned_and_leaves_nothing(backend: Backend) {
+    let srv = start_with(backend, |c| c.upload_idle_timeout = Duration::from_secs(1)).await;
+    let ada = srv.register("student").await;
+    // 256 KiB of a PNG that claims 4 MiB, then nothing, the connection held open.
+    let mut head = file_part_head("slow.png", "image/png");
+    let framing = Framing::Length(head.len() as u64 + 4 * MIB + closing().len() as u64);
+    head.extend(png_sized(3, 256 * 1024));
+    let (mut reader, mut writer) = open_upload(&srv, &ada.token, &framing).await;
+    assert!(send_body(&mut writer, &framing, &head).await);
+    let started = Instant::now();
+    let response = tokio::time::timeout(WAIT, read_response(&mut reader))
+        .await
+        .expect("a stalled upload is answered while its client holds the body back")
+        .expect("a response");
+    response.assert_error(400, "VALIDATION_FAILED");
+    assert_eq!(response.json()["error"]["details"]["field"], "file");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "abandoned after {:?}, before the idle timeout",
+        started.elapsed()
+    );
+    drop(writer);
+    assert!(list_files(&srv, &ada).await.is_empty());
+    assert_disk_holds_only(&srv, &[]).await;
 }

@@ -16,6 +16,7 @@ backend_tests!(
     a_video_arrives_in_pieces_and_becomes_a_file,
     appends_must_continue_where_the_upload_stands,
     a_broken_off_append_keeps_what_arrived_and_the_upload_resumes,
+    a_stalled_append_gives_the_upload_back_after_the_idle_timeout,
     the_validation_slot_and_the_caps_apply_to_resumable_uploads,
     uploads_belong_to_their_creator_and_can_be_terminated,
     the_protocol_version_and_content_type_are_required,
@@ -196,6 +197,52 @@ async fn a_broken_off_append_keeps_what_arrived_and_the_upload_resumes(backend: 
     let id = reply.headers["lyceum-file-id"].to_str().unwrap().to_owned();
     let file = get_file(&srv, &who, &id).await.data();
     assert_eq!(file["sha256"], sha256_hex(&video).as_str());
+}
+
+async fn a_stalled_append_gives_the_upload_back_after_the_idle_timeout(backend: Backend) {
+    let srv = start_with(backend, |c| {
+        c.upload_idle_timeout = std::time::Duration::from_secs(1)
+    })
+    .await;
+    let who = srv.register("student").await;
+    let video: Vec<u8> = mp4(4).into_iter().cycle().take(100 * 1024).collect();
+    let at = created(&srv, &who, video.len(), &video_meta()).await;
+
+    // A PATCH that sends 40 KiB and then neither sends nor closes, as a connection that died
+    // without a word looks to the server.
+    let sent = 40 * 1024;
+    let mut stalled = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let head = format!(
+        "PATCH {at} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nTus-Resumable: 1.0.0\r\n\
+         Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
+        srv.addr,
+        who.token,
+        video.len()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&video[..sent]).await.unwrap();
+    stalled.flush().await.unwrap();
+    let resumed = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        while offset(&srv, &who, &at).await != Some(sent as u64) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // The client retries from a new connection at the offset the server reports: refused
+        // as a concurrent append while the stalled one holds the upload, accepted once it is
+        // let go.
+        loop {
+            let from = offset(&srv, &who, &at).await.expect("the upload survives") as usize;
+            let reply = append(&srv, &who, &at, from, &video[from..]).await;
+            if reply.status == 204 {
+                assert_eq!(from, sent, "the stalled append's bytes were kept");
+                break;
+            }
+            reply.assert_error(409, "CONFLICT");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(resumed.is_ok(), "the stalled append still holds the upload");
+    drop(stalled);
 }
 
 async fn the_validation_slot_and_the_caps_apply_to_resumable_uploads(backend: Backend) {
