@@ -159,14 +159,15 @@ async fn appends_must_continue_where_the_upload_stands(backend: Backend) {
     assert_disk_holds_only(&srv, &[]).await;
 }
 
-async fn a_broken_off_append_keeps_what_arrived_and_the_upload_resumes(backend: Backend) {
-    let srv = start(backend).await;
-    let who = srv.register("student").await;
-    let video: Vec<u8> = mp4(9).into_iter().cycle().take(200 * 1024).collect();
-    let at = created(&srv, &who, video.len(), &video_meta()).await;
-
-    // A PATCH announcing everything that sends 120 KiB and then drops its connection.
-    let sent = 120 * 1024;
+/// A raw PATCH from offset 0 that announces all of `video` and sends only its first `sent`
+/// bytes; the connection is left open for the caller to drop or hold.
+async fn partial_append(
+    srv: &TestServer,
+    who: &Account,
+    at: &str,
+    video: &[u8],
+    sent: usize,
+) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
     let head = format!(
         "PATCH {at} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nTus-Resumable: 1.0.0\r\n\
@@ -178,6 +179,18 @@ async fn a_broken_off_append_keeps_what_arrived_and_the_upload_resumes(backend: 
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&video[..sent]).await.unwrap();
     stream.flush().await.unwrap();
+    stream
+}
+
+async fn a_broken_off_append_keeps_what_arrived_and_the_upload_resumes(backend: Backend) {
+    let srv = start(backend).await;
+    let who = srv.register("student").await;
+    let video: Vec<u8> = mp4(9).into_iter().cycle().take(200 * 1024).collect();
+    let at = created(&srv, &who, video.len(), &video_meta()).await;
+
+    // A PATCH announcing everything that sends 120 KiB and then drops its connection.
+    let sent = 120 * 1024;
+    let stream = partial_append(&srv, &who, &at, &video, sent).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     drop(stream);
 
@@ -211,17 +224,7 @@ async fn a_stalled_append_gives_the_upload_back_after_the_idle_timeout(backend: 
     // A PATCH that sends 40 KiB and then neither sends nor closes, as a connection that died
     // without a word looks to the server.
     let sent = 40 * 1024;
-    let mut stalled = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-    let head = format!(
-        "PATCH {at} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nTus-Resumable: 1.0.0\r\n\
-         Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
-        srv.addr,
-        who.token,
-        video.len()
-    );
-    stalled.write_all(head.as_bytes()).await.unwrap();
-    stalled.write_all(&video[..sent]).await.unwrap();
-    stalled.flush().await.unwrap();
+    let stalled = partial_append(&srv, &who, &at, &video, sent).await;
     let resumed = tokio::time::timeout(std::time::Duration::from_secs(15), async {
         while offset(&srv, &who, &at).await != Some(sent as u64) {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
