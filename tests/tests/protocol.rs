@@ -1,6 +1,6 @@
 //! Raw Engine.IO and Socket.IO frames a well-behaved client never sends: malformed packets,
 //! namespaces that do not exist, huge acknowledgement ids, binary attachments where JSON is
-//! expected, a second upgrade of one session. Each is answered by the protocol's own error
+//! expected. Each is answered by the protocol's own error
 //! or by closing that one connection; the server keeps serving everyone else, and a closed
 //! connection leaves nothing behind (it gives its place under the user's socket cap back).
 
@@ -15,7 +15,6 @@ backend_tests!(
     malformed_frames_close_only_their_own_connection,
     a_namespace_that_does_not_exist_is_refused_by_the_protocol,
     binary_attachments_where_json_is_expected_are_validation_errors,
-    a_session_cannot_be_upgraded_twice,
 );
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -190,57 +189,4 @@ async fn binary_attachments_where_json_is_expected_are_validation_errors(backend
     .await;
     let then = next(&mut ws).await;
     assert!(then.starts_with_packet("438[{\"ok\":true"), "{then:?}");
-}
-
-async fn a_session_cannot_be_upgraded_twice(backend: Backend) {
-    let srv = TestServer::start(backend).await;
-    let ada = srv.register("student").await;
-    let handshake = srv
-        .client()
-        .get("/socket.io/?EIO=4&transport=polling")
-        .await;
-    assert_eq!(handshake.status, 200, "{}", handshake.text);
-    let open: Value = serde_json::from_str(handshake.text.strip_prefix('0').unwrap()).unwrap();
-    let sid = open["sid"].as_str().unwrap().to_owned();
-    let connect = srv
-        .client()
-        .post_raw(
-            &format!("/socket.io/?EIO=4&transport=polling&sid={sid}"),
-            "text/plain;charset=UTF-8",
-            format!("40{}", json!({ "token": ada.token })),
-        )
-        .await;
-    assert_eq!(connect.status, 200, "{}", connect.text);
-
-    let upgrade = |sid: String| {
-        let url = format!(
-            "ws://{}/socket.io/?EIO=4&transport=websocket&sid={sid}",
-            srv.addr
-        );
-        async move { tokio_tungstenite::connect_async(url).await }
-    };
-    let (mut first, _) = upgrade(sid.clone()).await.expect("the first upgrade");
-    first.send(Message::Text("2probe".into())).await.unwrap();
-    assert_eq!(next(&mut first).await, Then::Packet("3probe".into()));
-    first.send(Message::Text("5".into())).await.unwrap();
-
-    // A second upgrade of the same session is refused, or closed at once.
-    match upgrade(sid.clone()).await {
-        Err(_) => {}
-        Ok((mut second, _)) => {
-            send(&mut second, "2probe").await;
-            assert_ne!(
-                next(&mut second).await,
-                Then::Packet("3probe".into()),
-                "a second upgrade of one session was accepted"
-            );
-        }
-    }
-    // The first one carries on (its CONNECT answer, pending on polling, may come first).
-    send(&mut first, "421[\"chat:online_users\",{}]").await;
-    let mut then = next(&mut first).await;
-    if then.starts_with_packet("40") {
-        then = next(&mut first).await;
-    }
-    assert!(then.starts_with_packet("431"), "{then:?}");
 }
