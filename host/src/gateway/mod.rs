@@ -113,7 +113,6 @@ pub struct SocketUser {
     pub expires_at: i64,
     /// Where the handshake came from, as the per-address socket cap counts it.
     pub address: std::net::IpAddr,
-    pub budget: Arc<limits::EventBudget>,
 }
 
 /// The user a socket authenticated as.
@@ -390,11 +389,13 @@ async fn authenticate(
         name: name.to_string(),
         expires_at,
         address,
-        budget: Arc::new(limits::EventBudget::new(
-            state.sockets.limits(),
-            std::time::Instant::now(),
-        )),
     });
+    // An extension of its own: every event spends from it, and cloning an `Arc` is all that
+    // costs, where reading the `SocketUser` would copy a name.
+    socket.extensions.insert(Arc::new(limits::EventBudget::new(
+        state.sockets.limits(),
+        std::time::Instant::now(),
+    )));
     state.expiry.track(socket.id, expires_at);
     socket.on_fallback(dispatch);
     metrics::gauge!("lyceum_socket_connections").increment(1.0);
@@ -426,19 +427,17 @@ async fn dispatch(
     ack: AckSender,
     state: State<GatewayState>,
 ) {
-    let Some(user) = socket.extensions.get::<SocketUser>() else {
+    let Some(budget) = socket.extensions.get::<Arc<limits::EventBudget>>() else {
         return;
     };
-    match user
-        .budget
-        .spend(state.sockets.limits(), std::time::Instant::now())
-    {
+    match budget.spend(state.sockets.limits(), std::time::Instant::now()) {
         limits::Spend::Allowed => {}
         limits::Spend::Refused { retry_after } => {
             return self::ack(ack, Err(AppError::RateLimited { retry_after }));
         }
         limits::Spend::Flood => {
-            tracing::warn!(socket = %socket.id, user = %user.actor.id, "event flood; disconnecting the socket");
+            let user = socket.extensions.get::<SocketUser>().map(|u| u.actor.id);
+            tracing::warn!(socket = %socket.id, ?user, "event flood; disconnecting the socket");
             let _ = socket.disconnect();
             return;
         }

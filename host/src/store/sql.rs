@@ -23,7 +23,15 @@ macro_rules! readable_rooms {
     };
 }
 
-pub(crate) use {message_select, readable_rooms};
+/// Tells sockets on every node that an account's role changed (`$2`) or that it was deleted
+/// (`$2` NULL); written in the same transaction as the change.
+macro_rules! record_account_change {
+    () => {
+        "INSERT INTO account_changes (user_id, role, changed_at) VALUES ($1, $2, $3)"
+    };
+}
+
+pub(crate) use {message_select, readable_rooms, record_account_change};
 
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
@@ -83,9 +91,9 @@ macro_rules! impl_store {
                     tx.rollback().await?;
                     return Ok(false);
                 }
-                sqlx::query("INSERT INTO account_changes (user_id, role, changed_at) VALUES ($1, $2, $3)")
+                sqlx::query($crate::store::sql::record_account_change!())
                     .bind(user)
-                    .bind(role.as_str())
+                    .bind(Some(role.as_str()))
                     .bind(at)
                     .execute(&mut *tx)
                     .await?;
@@ -115,8 +123,10 @@ macro_rules! impl_store {
                     tx.rollback().await?;
                     return Ok(false);
                 }
-                sqlx::query("INSERT INTO account_changes (user_id, role, changed_at) VALUES ($1, NULL, $2)")
+                // No role: the account is gone.
+                sqlx::query($crate::store::sql::record_account_change!())
                     .bind(user)
+                    .bind(None::<&str>)
                     .bind(at)
                     .execute(&mut *tx)
                     .await?;
