@@ -430,6 +430,9 @@ async fn load_policy(
     };
     let engine = PolicyEngine::builder(initial)
         .cache_dir(config.effective_plugin_cache_dir())
+        // Cached plugins are native code: only those written under this server's secret
+        // are loaded.
+        .cache_key(jwt_secret(config)?)
         .audit(audit)
         .host_rules(HostRules {
             max_message_chars: config.chat_max_message_chars,

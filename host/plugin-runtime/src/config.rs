@@ -14,6 +14,7 @@
 //! shadow_queue = 1024      # shadow calls waiting to run; beyond it they are dropped, counted
 //! call_mode = "adaptive"   # or "pool": where calls made from async code run (see EngineConfig)
 //! inline_budget_us = 1000  # adaptive: a call slower than this sends its plugin to the pool
+//! max_wasm_stack_kib = 512 # WebAssembly stack per call (64 to 1024); deeper recursion traps
 //!
 //! # Defaults for every plugin; each plugin may override any of them.
 //! [limits]
@@ -161,6 +162,14 @@ impl PluginsConfig {
                 "engine.max_instances must be at least 1".into(),
             ));
         }
+        let stack = EngineConfig::MAX_WASM_STACK_KIB_RANGE;
+        if !stack.contains(&engine.max_wasm_stack_kib) {
+            return Err(LoadError::Config(format!(
+                "engine.max_wasm_stack_kib must be between {} and {}",
+                stack.start(),
+                stack.end()
+            )));
+        }
         let mut names = HashSet::new();
         for slot in Slot::ALL {
             let spec = self.chain_spec(slot);
@@ -281,7 +290,8 @@ pub struct EngineConfig {
     /// its deadline by up to one tick.
     pub epoch_tick_ms: u64,
     /// Most plugin instances alive at once, all plugins together (the pooling allocator
-    /// reserves address space for this many).
+    /// reserves address space for this many). A call that finds all of them taken waits for
+    /// one, up to its deadline, then fails as `busy`.
     pub max_instances: u32,
     /// Ceiling for any plugin's `memory_mib`.
     pub max_memory_mib: u64,
@@ -309,6 +319,11 @@ pub struct EngineConfig {
     pub call_mode: CallMode,
     /// The adaptive mode's budget of one call, in microseconds.
     pub inline_budget_us: u64,
+    /// Stack a plugin's WebAssembly code may use in one call, in KiB: recursion deeper than
+    /// this traps (outcome `trap`) instead of touching the host's stack. Calls run on the
+    /// caller's thread (tokio workers and blocking threads have 2 MiB stacks), which must
+    /// hold this plus the host's own frames, hence the ceiling of 1024.
+    pub max_wasm_stack_kib: u32,
 }
 
 /// See [`EngineConfig::call_mode`].
@@ -335,11 +350,23 @@ impl Default for EngineConfig {
             shadow_queue: 1024,
             call_mode: CallMode::Adaptive,
             inline_budget_us: 1000,
+            max_wasm_stack_kib: EngineConfig::DEFAULT_MAX_WASM_STACK_KIB,
         }
     }
 }
 
 impl EngineConfig {
+    /// wasmtime's own default, made explicit: ample for the default plugins.
+    pub const DEFAULT_MAX_WASM_STACK_KIB: u32 = 512;
+    /// The bounds of `max_wasm_stack_kib`.
+    pub const MAX_WASM_STACK_KIB_RANGE: std::ops::RangeInclusive<u32> = 64..=1024;
+
+    pub(crate) fn max_wasm_stack_bytes(&self) -> usize {
+        usize::try_from(self.max_wasm_stack_kib)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(1024)
+    }
+
     pub(crate) fn breaker(&self) -> BreakerConfig {
         BreakerConfig {
             failures: self.breaker_failures,

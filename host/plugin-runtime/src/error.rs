@@ -53,6 +53,16 @@ pub enum LoadError {
         /// What is missing or mistyped.
         reason: String,
     },
+    /// The component needs more than the engine gives any plugin: more core instances,
+    /// memories or tables than a component may hold, a table or memory declared larger than
+    /// the caps. Refused when compiling, before anything runs.
+    #[error("plugin `{plugin}` needs more than the engine's limits allow: {reason}")]
+    ExceedsLimits {
+        /// The plugin.
+        plugin: String,
+        /// Which limit, in the engine's words.
+        reason: String,
+    },
     /// The component could not be instantiated (its start code trapped, or no instance
     /// slot was free).
     #[error("plugin `{plugin}` could not be started: {reason}")]
@@ -100,6 +110,7 @@ impl LoadError {
             LoadError::Config(_) | LoadError::Engine(_) => "invalid_chain",
             LoadError::Io { .. } => "unknown_module",
             LoadError::InvalidComponent { .. } => "not_wasm",
+            LoadError::ExceedsLimits { .. } => "exceeds_limits",
             LoadError::ForbiddenImport { .. } => "forbidden_import",
             LoadError::WrongWorld { .. } => "wrong_world",
             LoadError::UnsupportedWitVersion { .. } => "unsupported_wit_version",
@@ -125,22 +136,27 @@ pub enum FailureKind {
     Trap,
     /// The plugin ran past its deadline and was interrupted.
     Timeout,
-    /// The plugin tried to grow its memory past its limit.
+    /// The plugin tried to grow its memory, or a table, past its limit.
     Memory,
     /// The plugin used up its fuel.
     Fuel,
-    /// No instance could be made (all instance slots busy, or instantiation failed).
+    /// No instance could be made: instantiation failed, or the slot's chain is still
+    /// loading.
     Unavailable,
     /// The plugin answered something the host's rules forbid (a rewrite too long or empty,
     /// a payload that is not JSON, a file name with a slash).
     Invalid,
     /// The plugin's circuit is open after repeated failures; it was not called.
     CircuitOpen,
+    /// Every instance slot of the engine stayed taken for as long as the call's deadline:
+    /// the server is saturated. The plugin was not called, and this does not count against
+    /// its circuit.
+    Busy,
 }
 
 impl FailureKind {
     /// Every kind, in a stable order.
-    pub const ALL: [FailureKind; 7] = [
+    pub const ALL: [FailureKind; 8] = [
         FailureKind::Trap,
         FailureKind::Timeout,
         FailureKind::Memory,
@@ -148,6 +164,7 @@ impl FailureKind {
         FailureKind::Unavailable,
         FailureKind::Invalid,
         FailureKind::CircuitOpen,
+        FailureKind::Busy,
     ];
 
     /// The label used in metrics and logs.
@@ -160,6 +177,7 @@ impl FailureKind {
             FailureKind::Unavailable => "unavailable",
             FailureKind::Invalid => "invalid",
             FailureKind::CircuitOpen => "circuit_open",
+            FailureKind::Busy => "busy",
         }
     }
 }
@@ -174,6 +192,7 @@ impl fmt::Display for FailureKind {
             FailureKind::Unavailable => "no instance was available",
             FailureKind::Invalid => "it answered what the server's rules forbid",
             FailureKind::CircuitOpen => "it failed repeatedly and is paused",
+            FailureKind::Busy => "the server is too busy to run it now",
         })
     }
 }

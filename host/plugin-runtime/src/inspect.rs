@@ -640,6 +640,14 @@ fn read(bytes: &[u8]) -> Result<Module, CheckError> {
     if bytes.is_empty() {
         return Err(CheckError::not_wasm("it is empty"));
     }
+    if bytes.starts_with(b"\x7fELF") {
+        // A `.cwasm` from `wasmtime compile` or `Component::serialize` is an ELF file of
+        // machine code; loading one would run whatever it holds, unchecked.
+        return Err(CheckError::not_wasm(
+            "it is native code (an ELF file, such as a `.cwasm` precompiled by wasmtime), and \
+             precompiled code is never loaded: the server compiles every plugin itself",
+        ));
+    }
     if !bytes.starts_with(b"\0asm") {
         return Err(CheckError::not_wasm(
             "it does not start with the WebAssembly header `\\0asm`",

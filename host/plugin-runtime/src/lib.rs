@@ -11,7 +11,11 @@
 //! };
 //!
 //! let config = PluginsConfig::load("plugins.toml".as_ref())?; // defaults when absent
-//! let engine = PolicyEngine::builder(config).cache_dir("data/plugin-cache").build()?;
+//! let secret = std::fs::read("data/secret")?; // the server's, kept outside the cache
+//! let engine = PolicyEngine::builder(config)
+//!     .cache_dir("data/plugin-cache")
+//!     .cache_key(&secret)
+//!     .build()?;
 //!
 //! let ctx = PolicyContext::new("req-1", "user-1", Role::Student);
 //! match engine.moderate(&ctx, &ModerationInput::send("room-1", "hello")).await {
@@ -37,11 +41,14 @@
 //! - [`builtin`] and [`fixtures`]: the components built from `plugins/` by `build.rs`.
 //!
 //! # Limits and failures
-//! Each call runs under a wall-clock deadline (epoch interruption), a memory cap and,
-//! optionally, a fuel budget. A trap, timeout or exhausted limit ends that call only: the
-//! instance is discarded and the next call gets a fresh one. The plugin's failure mode then
-//! decides: fail-closed returns [`PolicyFailure`] (refuse the request), fail-open skips
-//! the plugin and counts it in `lyceum_plugin_failed_open_total`.
+//! Each call runs under a wall-clock deadline (epoch interruption), a memory and table cap, a
+//! WebAssembly stack limit and, optionally, a fuel budget; a component holding more core
+//! instances, memories or tables than the engine allows is refused at load. A trap, timeout
+//! or exhausted limit ends that call only: the instance is discarded and the next call gets
+//! a fresh one. The plugin's failure mode then decides: fail-closed returns
+//! [`PolicyFailure`] (refuse the request), fail-open skips the plugin and counts it in
+//! `lyceum_plugin_failed_open_total`. A call that finds every instance slot taken waits for
+//! one up to its deadline, then fails as [`FailureKind::Busy`].
 //!
 //! Plugins import nothing but `lyceum:policy/{log,config,kv}@0.1.0`. A component importing
 //! anything else, WASI filesystem, sockets, clocks or random included, is refused at load

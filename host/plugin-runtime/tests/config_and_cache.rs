@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+
 use common::{ctx, only};
 use lyceum_plugin_runtime::{
     FailureMode, LoadError, ModerationDecision, ModerationInput, PluginSource, PluginsConfig,
@@ -103,6 +105,14 @@ fn mistakes_in_the_file_are_reported() {
             "exceeds engine.max_memory_mib",
         ),
         ("[engine]\nepoch_tick_ms = 0\n", "epoch_tick_ms"),
+        (
+            "[engine]\nmax_wasm_stack_kib = 4096\n",
+            "max_wasm_stack_kib must be between 64 and 1024",
+        ),
+        (
+            "[engine]\nmax_wasm_stack_kib = 16\n",
+            "max_wasm_stack_kib must be between 64 and 1024",
+        ),
     ];
     for (text, expected) in cases {
         match PluginsConfig::from_toml(text, None) {
@@ -159,18 +169,37 @@ fn the_cache_dir_is_the_servers_setting_not_the_files() {
     );
 }
 
+/// This host's secret for the cache, as the server passes it.
+const KEY: &[u8] = b"the secret of this host, 32 bytes or more";
+/// Another host's.
+const OTHER_KEY: &[u8] = b"the secret of another host, 32 bytes or more";
+
+fn small_config() -> PluginsConfig {
+    let mut config = PluginsConfig::default();
+    config.engine.max_instances = 16;
+    config.engine.pool_size = 2;
+    config
+}
+
+/// The default plugins, cached in `dir` under `key`.
+fn cached(dir: &Path, key: &[u8]) -> PolicyEngine {
+    PolicyEngine::builder(small_config())
+        .cache_dir(dir)
+        .cache_key(key)
+        .build()
+        .unwrap()
+}
+
+fn artifacts(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = dir.read_dir().unwrap().map(|e| e.unwrap().path()).collect();
+    paths.sort();
+    paths
+}
+
 #[test]
 fn precompiled_artifacts_are_reused_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let build = || {
-        let mut config = PluginsConfig::default();
-        config.engine.max_instances = 16;
-        config.engine.pool_size = 2;
-        PolicyEngine::builder(config)
-            .cache_dir(dir.path())
-            .build()
-            .unwrap()
-    };
+    let build = || cached(dir.path(), KEY);
     let first = build();
     assert!(
         first.plugins().iter().all(|p| !p.precompiled),
@@ -246,4 +275,103 @@ fn plugin_listing_reports_effective_settings() {
     assert_eq!(info.failure, FailureMode::FailOpen);
     assert_eq!(info.limits.memory_bytes, 12 << 20);
     assert_eq!(info.sha256.len(), 64);
+}
+
+#[test]
+fn artifacts_this_host_did_not_write_are_discarded_and_the_plugins_compiled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // Another host sharing the directory, or one whose cache was copied here.
+    drop(cached(dir.path(), OTHER_KEY));
+    let foreign: Vec<(PathBuf, Vec<u8>)> = artifacts(dir.path())
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    assert_eq!(foreign.len(), 3);
+
+    let engine = cached(dir.path(), KEY);
+    assert!(
+        engine.plugins().iter().all(|p| !p.precompiled),
+        "none of the other host's code was loaded"
+    );
+    for (path, bytes) in &foreign {
+        assert_ne!(
+            &std::fs::read(path).unwrap(),
+            bytes,
+            "{} was written again, under this host's key",
+            path.display()
+        );
+    }
+    drop(engine);
+    assert!(
+        cached(dir.path(), KEY)
+            .plugins()
+            .iter()
+            .all(|p| p.precompiled)
+    );
+
+    // What wasmtime serializes, with nothing added (the cache's format before it was
+    // authenticated): native code this very engine would accept, loaded only if this host
+    // vouches for it.
+    for path in artifacts(dir.path()) {
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 32]).unwrap();
+    }
+    let engine = cached(dir.path(), KEY);
+    assert!(engine.plugins().iter().all(|p| !p.precompiled));
+    assert!(
+        engine
+            .moderate_blocking(&ctx(Role::Student), &ModerationInput::send("r", "hi"))
+            .is_ok()
+    );
+}
+
+#[test]
+fn an_artifact_altered_after_it_was_written_is_discarded_and_its_plugin_compiled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(cached(dir.path(), KEY));
+    let victim = artifacts(dir.path()).remove(0);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&victim, &bytes).unwrap();
+
+    let engine = cached(dir.path(), KEY);
+    assert_eq!(
+        engine.plugins().iter().filter(|p| !p.precompiled).count(),
+        1,
+        "the two others were loaded"
+    );
+    assert_ne!(std::fs::read(&victim).unwrap(), bytes, "written again");
+    assert!(
+        engine
+            .moderate_blocking(&ctx(Role::Student), &ModerationInput::send("r", "hi"))
+            .is_ok()
+    );
+}
+
+#[test]
+fn without_a_key_nothing_is_cached_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = PolicyEngine::builder(small_config())
+        .cache_dir(dir.path())
+        .build()
+        .unwrap();
+    assert!(engine.plugins().iter().all(|p| !p.precompiled));
+    assert!(artifacts(dir.path()).is_empty());
+}
+
+#[test]
+fn a_short_cache_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = PolicyEngine::builder(small_config())
+        .cache_dir(dir.path())
+        .cache_key(b"too short")
+        .build()
+        .err()
+        .expect("refused");
+    assert!(matches!(error, LoadError::Config(_)), "{error:?}");
+    assert!(error.to_string().contains("at least 32 bytes"), "{error}");
 }

@@ -485,6 +485,7 @@ fn compiled_code_is_kept_only_while_a_revision_needs_it() {
     config.engine.max_instances = 32;
     let engine = PolicyEngine::builder(config)
         .cache_dir(dir.path())
+        .cache_key("the secret of this host, 32 bytes or more")
         .build()
         .unwrap();
     let template = engine.status(Slot::Chat).chain[1].sha256.clone();

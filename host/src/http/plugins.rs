@@ -95,7 +95,7 @@ pub async fn slot(
 #[utoipa::path(put, path = "/api/v1/plugins/{slot}", tag = "plugins", security(("bearer" = [])),
     params(("slot" = String, Path)), request_body = ChainBody,
     responses((status = 200, body = SlotView),
-        (status = 400, description = "VALIDATION_FAILED with details.reason: not_wasm, wrong_world, unsupported_wit_version, forbidden_import (details.imports), config_rejected, unknown_module, invalid_chain, hash_mismatch"),
+        (status = 400, description = "VALIDATION_FAILED with details.reason: not_wasm, wrong_world, unsupported_wit_version, forbidden_import (details.imports), config_rejected, exceeds_limits (over the engine's caps on instances, memories, tables, table elements), unknown_module, invalid_chain, hash_mismatch"),
         (status = 403, description = "FORBIDDEN")))]
 pub async fn activate(
     State(state): State<AppState>,

@@ -77,6 +77,23 @@ fn summary(verdict: &str, reason: Option<&str>) -> VerdictSummary {
     }
 }
 
+/// Most characters of a refusal's reason or a flag's reason that reach callers.
+const REASON_MAX_CHARS: usize = 500;
+
+/// Whether `text` has at most `max` characters, without counting all of a huge one: a
+/// character is at most four bytes.
+fn within_chars(text: &str, max: usize) -> bool {
+    text.len() <= max || (text.len() <= max.saturating_mul(4) && text.chars().count() <= max)
+}
+
+/// A flag's reason as callers get it: at most [`REASON_MAX_CHARS`] characters.
+fn tidy_flag(reason: String) -> String {
+    if within_chars(&reason, REASON_MAX_CHARS) {
+        return reason;
+    }
+    reason.chars().take(REASON_MAX_CHARS).collect()
+}
+
 /// Keeps what plugins say within what clients expect: a snake_case code of at most 64
 /// characters and a reason of at most 500.
 pub(crate) fn tidy(refusal: Refusal) -> Refusal {
@@ -96,7 +113,12 @@ pub(crate) fn tidy(refusal: Refusal) -> Refusal {
     if code.is_empty() {
         code = "rejected_by_policy".to_owned();
     }
-    let mut reason: String = refusal.reason.trim().chars().take(500).collect();
+    let mut reason: String = refusal
+        .reason
+        .trim()
+        .chars()
+        .take(REASON_MAX_CHARS)
+        .collect();
     if reason.is_empty() {
         reason = "Refused by policy.".to_owned();
     }
@@ -150,7 +172,7 @@ impl Call for Moderate<'_> {
     fn acceptable(&self, verdict: &ModerationVerdict, rules: &HostRules) -> bool {
         match verdict {
             ModerationVerdict::Rewrite { content } => {
-                !content.trim().is_empty() && content.chars().count() <= rules.max_message_chars
+                !content.trim().is_empty() && within_chars(content, rules.max_message_chars)
             }
             _ => true,
         }
@@ -159,7 +181,9 @@ impl Call for Moderate<'_> {
     fn reason(verdict: &ModerationVerdict) -> Option<String> {
         match verdict {
             ModerationVerdict::Reject(r) => Some(code_of(r)),
-            ModerationVerdict::Flag { reason } => Some(reason.chars().take(500).collect()),
+            ModerationVerdict::Flag { reason } => {
+                Some(reason.chars().take(REASON_MAX_CHARS).collect())
+            }
             _ => None,
         }
     }
@@ -171,7 +195,7 @@ impl Call for Moderate<'_> {
                 return ControlFlow::Break(ModerationDecision::Reject(tidy(refusal)));
             }
             ModerationVerdict::Rewrite { content } => self.rewritten = Some(content),
-            ModerationVerdict::Flag { reason } => self.flags.push(reason),
+            ModerationVerdict::Flag { reason } => self.flags.push(tidy_flag(reason)),
         }
         ControlFlow::Continue(())
     }
@@ -241,9 +265,8 @@ impl<'a> CheckFile<'a> {
 }
 
 fn valid_file_name(name: &str, rules: &HostRules) -> bool {
-    let count = name.chars().count();
-    count > 0
-        && count <= rules.max_file_name_chars
+    !name.is_empty()
+        && within_chars(name, rules.max_file_name_chars)
         && name.trim() == name
         && name != "."
         && name != ".."

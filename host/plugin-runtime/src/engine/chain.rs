@@ -231,6 +231,8 @@ fn ask<C: Call>(
     if admit != Admit::Skip {
         match &result {
             Ok(_) => plugin.breaker.succeeded(),
+            // The engine was saturated; the plugin never ran, so it is not to blame.
+            Err(FailureKind::Busy) => plugin.breaker.not_run(),
             Err(kind) => {
                 if plugin.breaker.failed() {
                     tracing::warn!(slot = %plugin.slot, plugin = %plugin.name, failure = kind.as_str(), "policy plugin keeps failing; circuit opened, its failure mode applies without calling it");
@@ -257,9 +259,12 @@ fn ask<C: Call>(
     plugin.stats.record(outcome, elapsed);
     span.record("outcome", outcome.as_str());
 
-    // Skips of an open circuit are counted above, not audited: a dead plugin under load
-    // would otherwise write one row per request.
-    if !shadow && !outcome.passes() && outcome != Outcome::Failed(FailureKind::CircuitOpen) {
+    // Calls that did not run (an open circuit, a saturated engine) are counted above, not
+    // audited or logged one by one: under load that would be a row and a line per request.
+    // The breaker bounds the lines of a plugin that keeps failing: `breaker_failures`
+    // failures, the line saying the circuit opened, then two per probe.
+    let ran = !matches!(result, Err(FailureKind::CircuitOpen | FailureKind::Busy));
+    if !shadow && !outcome.passes() && ran {
         let reason = match &result {
             Ok(verdict) => C::reason(verdict),
             Err(_) => None,
@@ -272,7 +277,7 @@ fn ask<C: Call>(
         Ok(verdict) => Ok(Some(verdict)),
         Err(kind) => match plugin.failure {
             FailureMode::FailClosed => {
-                if kind != FailureKind::CircuitOpen {
+                if ran {
                     tracing::warn!(slot = %plugin.slot, plugin = %plugin.name, failure = kind.as_str(), shadow, "policy plugin failed; refusing (fail-closed)");
                 }
                 Err(PolicyFailure {
@@ -282,7 +287,7 @@ fn ask<C: Call>(
                 })
             }
             FailureMode::FailOpen => {
-                if kind != FailureKind::CircuitOpen {
+                if ran {
                     tracing::warn!(slot = %plugin.slot, plugin = %plugin.name, failure = kind.as_str(), shadow, "policy plugin failed; skipping it (fail-open)");
                 }
                 plugin.metrics.failed_open.increment(1);

@@ -36,11 +36,11 @@ use crate::types::{
     FileFinish, FilePrecheck, FileVerdict, JoinCheck, JoinVerdict, ModerationDecision,
     ModerationInput, PolicyContext, SignalCheck, SignalVerdict, Slot,
 };
-use crate::wasm::Runtime;
+use crate::wasm::{CacheKey, Runtime};
 
 /// Counter of plugin calls, labelled `slot`, `plugin` and `outcome` (`allow`, `reject`,
 /// `rewrite`, `flag`, `accept`, `deny`, `relay`, `drop`, `trap`, `timeout`, `memory`,
-/// `fuel`, `unavailable`, `invalid`, `circuit_open`).
+/// `fuel`, `unavailable`, `invalid`, `circuit_open`, `busy`).
 pub const CALLS_TOTAL: &str = "lyceum_plugin_calls_total";
 /// Histogram of plugin call durations in seconds, labelled `slot` and `plugin`.
 pub const CALL_DURATION_SECONDS: &str = "lyceum_plugin_call_duration_seconds";
@@ -80,6 +80,7 @@ impl Outcome {
         Outcome::Failed(FailureKind::ALL[4]),
         Outcome::Failed(FailureKind::ALL[5]),
         Outcome::Failed(FailureKind::ALL[6]),
+        Outcome::Failed(FailureKind::ALL[7]),
     ];
 
     fn as_str(self) -> &'static str {
@@ -196,6 +197,7 @@ pub struct PolicyEngineBuilder {
     config: PluginsConfig,
     kv: Option<Arc<dyn KvStore>>,
     cache_dir: Option<PathBuf>,
+    cache_secret: Option<Vec<u8>>,
     audit: Option<Arc<dyn DecisionSink>>,
     rules: HostRules,
     deferred: bool,
@@ -208,9 +210,21 @@ impl PolicyEngineBuilder {
         self
     }
 
-    /// Where to cache precompiled plugins on disk; none by default.
+    /// Where to cache precompiled plugins on disk; none by default. Used only with a
+    /// [`cache_key`](Self::cache_key): a cached artifact is native code the server runs, and
+    /// without a key it could not tell its own from one planted in the directory.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// The secret (at least 32 bytes) from which the key authenticating cached artifacts is
+    /// derived. Only artifacts written under the same secret are loaded; any other file in
+    /// the cache directory is discarded and its module compiled again. Keep it outside the
+    /// cache directory and as private as the server's other secrets: whoever holds it can
+    /// make the server run native code. Changing it costs one compilation per plugin.
+    pub fn cache_key(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.cache_secret = Some(secret.as_ref().to_vec());
         self
     }
 
@@ -243,7 +257,8 @@ impl PolicyEngineBuilder {
         self.config.validate()?;
         describe_metrics();
         let fuel_enabled = self.config.fuel_wanted();
-        let runtime = Runtime::new(&self.config.engine, fuel_enabled, self.cache_dir)?;
+        let cache = disk_cache(self.cache_dir, self.cache_secret)?;
+        let runtime = Runtime::new(&self.config.engine, fuel_enabled, cache)?;
         let kv = self.kv.unwrap_or_else(|| Arc::new(MemoryKv::new()));
         let shadow_runner = ShadowRunner::start(self.config.engine.shadow_queue)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
@@ -284,6 +299,29 @@ impl PolicyEngineBuilder {
     }
 }
 
+/// The cache directory with its key; without a key there is no disk cache.
+fn disk_cache(
+    dir: Option<PathBuf>,
+    secret: Option<Vec<u8>>,
+) -> Result<Option<(PathBuf, CacheKey)>, LoadError> {
+    if let Some(secret) = &secret
+        && secret.len() < CacheKey::MIN_SECRET_BYTES
+    {
+        return Err(LoadError::Config(format!(
+            "the plugin cache key must be at least {} bytes long",
+            CacheKey::MIN_SECRET_BYTES
+        )));
+    }
+    Ok(match (dir, secret) {
+        (Some(dir), Some(secret)) => Some((dir, CacheKey::derive(&secret))),
+        (Some(dir), None) => {
+            tracing::warn!(dir = %dir.display(), "plugin cache directory given without a cache key; compiled plugins are not cached on disk");
+            None
+        }
+        (None, _) => None,
+    })
+}
+
 fn describe_metrics() {
     metrics::describe_counter!(
         CALLS_TOTAL,
@@ -307,6 +345,7 @@ impl PolicyEngine {
             config,
             kv: None,
             cache_dir: None,
+            cache_secret: None,
             audit: None,
             rules: HostRules::default(),
             deferred: false,

@@ -230,6 +230,21 @@ impl Breaker {
         *phase = Phase::Closed { failures: 0 };
     }
 
+    /// A call admitted but never run (no instance slot was free): it says nothing about
+    /// the plugin, so the circuit stays as it was, except that a probe gives its turn back.
+    pub(crate) fn not_run(&self) {
+        if self.config.failures == 0 {
+            return;
+        }
+        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Phase::HalfOpen { backoff } = *phase {
+            *phase = Phase::Open {
+                until: Instant::now(),
+                backoff,
+            };
+        }
+    }
+
     /// Counts a failure; true when it opened the circuit.
     pub(crate) fn failed(&self) -> bool {
         if self.config.failures == 0 {
@@ -363,6 +378,24 @@ mod tests {
         b.succeeded();
         assert_eq!(b.state(), CircuitState::Closed);
         assert_eq!(b.admit(), Admit::Call);
+    }
+
+    #[test]
+    fn a_call_that_never_ran_neither_opens_nor_closes_the_circuit() {
+        let b = breaker(2, 20);
+        assert!(!b.failed());
+        b.not_run();
+        assert!(b.failed(), "the earlier failure still counts");
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(b.admit(), Admit::Probe);
+        b.not_run();
+        assert_eq!(
+            b.admit(),
+            Admit::Probe,
+            "the probe that never ran gave its turn back"
+        );
+        b.succeeded();
+        assert_eq!(b.state(), CircuitState::Closed);
     }
 
     #[test]

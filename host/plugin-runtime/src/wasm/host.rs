@@ -1,13 +1,14 @@
 //! The host side of the plugins' imports (`log`, `config`, `kv`) and the per-store state
-//! that enforces the memory limit. The rules of `log` and `kv` (budgets, sizes, the plugin's
+//! that enforces the memory and table limits. The rules of `log` and `kv` (budgets, sizes, the plugin's
 //! own key space) are plain functions here, shared by components and Extism modules.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits};
 
+use super::caps;
 use super::deadline::Overtime;
 use super::since_v0_1_0::{config, kv, log, types};
 use crate::kv::{KvError, KvStore};
@@ -31,7 +32,8 @@ pub(crate) struct HostState {
     data: Arc<PluginData>,
     kv: Arc<dyn KvStore>,
     limits: StoreLimits,
-    memory_exceeded: bool,
+    /// A memory or a table was refused growth: the call's failure is `memory`.
+    grow_refused: bool,
     logs_left: u32,
     pub(crate) overtime: Overtime,
 }
@@ -46,13 +48,8 @@ impl HostState {
         Self {
             data,
             kv,
-            // A failed growth traps instead of returning -1 to the guest: Rust's allocator
-            // would abort anyway, and a trap tells us why.
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
-            memory_exceeded: false,
+            limits: caps::store_limits(memory_bytes),
+            grow_refused: false,
             logs_left: LOG_LINES_PER_CALL,
             overtime,
         }
@@ -63,8 +60,8 @@ impl HostState {
         self.overtime.reset();
     }
 
-    pub(crate) fn memory_exceeded(&self) -> bool {
-        self.memory_exceeded
+    pub(crate) fn grow_refused(&self) -> bool {
+        self.grow_refused
     }
 }
 
@@ -154,13 +151,13 @@ impl ResourceLimiter for HostState {
     ) -> wasmtime::Result<bool> {
         let verdict = self.limits.memory_growing(current, desired, maximum);
         if !matches!(verdict, Ok(true)) {
-            self.memory_exceeded = true;
+            self.grow_refused = true;
         }
         verdict
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.memory_exceeded = true;
+        self.grow_refused = true;
         self.limits.memory_grow_failed(error)
     }
 
@@ -170,10 +167,15 @@ impl ResourceLimiter for HostState {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
+        let verdict = self.limits.table_growing(current, desired, maximum);
+        if !matches!(verdict, Ok(true)) {
+            self.grow_refused = true;
+        }
+        verdict
     }
 
     fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_refused = true;
         self.limits.table_grow_failed(error)
     }
 

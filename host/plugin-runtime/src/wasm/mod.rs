@@ -3,25 +3,31 @@
 //! Nothing from here leaves the crate; callers see domain types and [`FailureKind`].
 
 mod cache;
+mod caps;
 mod deadline;
 mod extism;
 mod host;
+#[cfg(test)]
+mod limits_tests;
 pub(crate) mod since_v0_1_0;
+mod slots;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Store, Trap};
 
 use self::cache::ArtifactCache;
+pub(crate) use self::cache::CacheKey;
 use self::deadline::Overtime;
 use self::extism::ExtismPlugin;
 use self::host::HostState;
 use self::since_v0_1_0 as v0_1_0;
+use self::slots::{SlotGate, SlotToken, Slots, Throttle};
 use crate::config::{EngineConfig, Limits};
 use crate::error::{FailureKind, LoadError};
 use crate::inspect::{self, Abi, CheckReason, PROVIDED, is_inert_wasi};
@@ -43,49 +49,37 @@ pub(crate) struct Runtime {
     tick: Duration,
     fuel_enabled: bool,
     pool_size: usize,
+    /// Wakes calls waiting for an instance slot when one is freed.
+    slots: Arc<Slots>,
     ticker: Option<Ticker>,
+}
+
+/// The engine every plugin of a runtime shares, under `config`'s limits.
+fn new_engine(config: &EngineConfig, fuel_enabled: bool) -> Result<Engine, LoadError> {
+    let mut wasm = Config::new();
+    // Memories keep wasmtime's default 4 GiB reservation with guard pages, so compiled
+    // code needs no explicit bounds checks: reserving only the memory cap measured about
+    // 15% slower on the moderation benchmark. The reservation is address space, not
+    // memory: max_instances × 4 GiB of it (1 TiB at the default 256).
+    wasm.wasm_component_model(true)
+        .epoch_interruption(true)
+        .consume_fuel(fuel_enabled)
+        // Explicit rather than wasmtime's default, so that it is a documented limit of
+        // plugins and cannot change with an upgrade: recursion past it traps.
+        .max_wasm_stack(config.max_wasm_stack_bytes())
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(caps::pooling(config)))
+        .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    Engine::new(&wasm).map_err(|e| LoadError::Engine(format!("{e:#}")))
 }
 
 impl Runtime {
     pub(crate) fn new(
         config: &EngineConfig,
         fuel_enabled: bool,
-        cache_dir: Option<std::path::PathBuf>,
+        cache: Option<(std::path::PathBuf, CacheKey)>,
     ) -> Result<Self, LoadError> {
         let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
-        let max_memory = config.max_memory_bytes();
-
-        let mut pool = PoolingAllocationConfig::default();
-        let instances = config.max_instances;
-        pool.total_component_instances(instances)
-            // A Rust component holds a handful of core instances (the module and the shims
-            // that tie imports together), a few tables and one memory; a second memory per
-            // component is allowed for components built with a preview1 adapter.
-            .total_core_instances(instances.saturating_mul(8))
-            .total_memories(instances)
-            .total_tables(instances.saturating_mul(4))
-            .max_memories_per_component(2)
-            .max_tables_per_component(8)
-            .max_memory_size(max_memory)
-            // Plugins are called synchronously and allocate no GC objects. extism turns on
-            // wasmtime's `async` and `gc` features, and the pool would then set up 1,000
-            // fiber stacks (each with a guard page: one more memory mapping) and 1,000 GC
-            // heaps (each reserving address space like a memory) per engine: test binaries
-            // that start many servers ran out of mappings.
-            .total_stacks(0)
-            .total_gc_heaps(0);
-
-        let mut wasm = Config::new();
-        // Memories keep wasmtime's default 4 GiB reservation with guard pages, so compiled
-        // code needs no explicit bounds checks: reserving only the memory cap measured about
-        // 15% slower on the moderation benchmark. The reservation is address space, not
-        // memory: max_instances × 4 GiB of it (1 TiB at the default 256).
-        wasm.wasm_component_model(true)
-            .epoch_interruption(true)
-            .consume_fuel(fuel_enabled)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine = Engine::new(&wasm).map_err(engine_err)?;
+        let engine = new_engine(config, fuel_enabled)?;
 
         let mut linker = Linker::new(&engine);
         v0_1_0::chat::ChatModeration::add_to_linker::<HostState, HasSelf<HostState>>(
@@ -94,8 +88,8 @@ impl Runtime {
         )
         .map_err(engine_err)?;
 
-        let cache = match cache_dir {
-            Some(dir) => match ArtifactCache::open(dir.clone(), &engine) {
+        let cache = match cache {
+            Some((dir, key)) => match ArtifactCache::open(dir.clone(), &engine, key) {
                 Ok(cache) => Some(cache),
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), error = %e, "plugin cache unusable; compiling every start");
@@ -116,6 +110,7 @@ impl Runtime {
             tick,
             fuel_enabled,
             pool_size: usize::try_from(config.pool_size).unwrap_or(usize::MAX),
+            slots: Slots::new(),
             ticker: Some(ticker),
         })
     }
@@ -184,7 +179,16 @@ impl Runtime {
         let from_cache = cached.is_some();
         let component = match cached {
             Some(component) => component,
-            None => Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?,
+            None => Component::new(&self.engine, bytes).map_err(|e| {
+                if caps::over_pool_caps(&e) {
+                    LoadError::ExceedsLimits {
+                        plugin: name.to_owned(),
+                        reason: format!("{e:#}"),
+                    }
+                } else {
+                    invalid(format!("{e:#}"))
+                }
+            })?,
         };
 
         let component_type = component.component_type();
@@ -257,6 +261,9 @@ impl Runtime {
             fuel_enabled: self.fuel_enabled,
             pool: Mutex::new(Vec::new()),
             pool_size: self.pool_size,
+            slots: self.slots.clone(),
+            gate: self.slots.gate(),
+            busy_warning: Throttle::new(BUSY_WARNING_EVERY),
         };
         let first = plugin.instantiate().map_err(|e| LoadError::Instantiate {
             plugin: name.to_owned(),
@@ -408,6 +415,21 @@ enum Exports {
 struct Instance {
     store: Store<HostState>,
     exports: Exports,
+    /// Last, so that the store (and its pool slot) is gone when waiters wake.
+    _slot: SlotToken,
+}
+
+/// How often a plugin whose calls find no free instance slot may say so in the log.
+const BUSY_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// A store for one instance of a plugin: its limiter, its deadline (start code runs under
+/// the same limits as a call; the default deadline of 0 would interrupt it at once).
+fn plugin_store(engine: &Engine, state: HostState, deadline_ticks: u64) -> Store<HostState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| state);
+    store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().overtime.on_deadline()));
+    store.set_epoch_deadline(deadline_ticks);
+    store
 }
 
 /// A loaded plugin, whatever its ABI, with what listings show of it.
@@ -505,6 +527,10 @@ struct ComponentPlugin {
     fuel_enabled: bool,
     pool: Mutex<Vec<Instance>>,
     pool_size: usize,
+    slots: Arc<Slots>,
+    /// Where this plugin's calls wait for an instance.
+    gate: Arc<SlotGate>,
+    busy_warning: Throttle,
 }
 
 impl ComponentPlugin {
@@ -515,12 +541,7 @@ impl ComponentPlugin {
     fn instantiate_with(&self, kv: Arc<dyn KvStore>) -> wasmtime::Result<Instance> {
         let overtime = Overtime::new(self.deadline_ticks, self.tick);
         let state = HostState::new(self.data.clone(), kv, self.limits.memory_bytes, overtime);
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| state);
-        store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().overtime.on_deadline()));
-        // Start code runs under the same limits as a call; the default deadline of 0
-        // would interrupt it at once.
-        store.set_epoch_deadline(self.deadline_ticks);
+        let mut store = plugin_store(&self.engine, state, self.deadline_ticks);
         if self.fuel_enabled {
             store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX))?;
         }
@@ -529,7 +550,11 @@ impl ComponentPlugin {
             Pre::Files(pre) => Exports::Files(pre.instantiate(&mut store)?),
             Pre::Signaling(pre) => Exports::Signaling(pre.instantiate(&mut store)?),
         };
-        Ok(Instance { store, exports })
+        Ok(Instance {
+            store,
+            exports,
+            _slot: SlotToken::new(&self.slots),
+        })
     }
 
     fn idle(&self) -> usize {
@@ -559,7 +584,7 @@ impl ComponentPlugin {
         let mut instance = self
             .instantiate_with(Arc::new(MemoryKv::new()))
             .map_err(|_| FailureKind::Trap)?;
-        let Instance { store, exports } = &mut instance;
+        let Instance { store, exports, .. } = &mut instance;
         store.set_epoch_deadline(self.deadline_ticks);
         if self.fuel_enabled {
             store
@@ -619,10 +644,46 @@ impl ComponentPlugin {
         result.map_err(|e| classify(&e, store.data()))
     }
 
+    /// Puts `instance` back in the pool, or drops it when the pool is full; either way a
+    /// call waiting for an instance may now get one.
     fn release(&self, instance: Instance) {
         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         if pool.len() < self.pool_size {
             pool.push(instance);
+            drop(pool);
+            self.gate.released();
+        }
+    }
+
+    /// An idle instance, or a new one. When every slot of the engine is taken the call
+    /// waits, up to its deadline, for one to be released or freed, then fails as busy.
+    fn acquire(&self) -> Result<Instance, FailureKind> {
+        let give_up = Instant::now() + self.limits.deadline;
+        loop {
+            let ticket = self.gate.ticket();
+            let idle = self
+                .pool
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            if let Some(instance) = idle {
+                return Ok(instance);
+            }
+            match self.instantiate() {
+                Ok(instance) => return Ok(instance),
+                Err(e) if slots::exhausted(&e) => {
+                    if !self.gate.wait(ticket, give_up) {
+                        if self.busy_warning.allow() {
+                            tracing::warn!(plugin = %self.data.name, error = %format!("{e:#}"), "every plugin instance slot stayed taken for a call's deadline; such calls fail as busy (raise engine.max_instances if this lasts)");
+                        }
+                        return Err(FailureKind::Busy);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %self.data.name, error = %format!("{e:#}"), "could not start a plugin instance");
+                    return Err(FailureKind::Unavailable);
+                }
+            }
         }
     }
 
@@ -632,18 +693,7 @@ impl ComponentPlugin {
         &self,
         call: impl FnOnce(&mut Store<HostState>, &Exports) -> wasmtime::Result<R>,
     ) -> Result<R, FailureKind> {
-        let idle = self
-            .pool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let mut instance = match idle {
-            Some(instance) => instance,
-            None => self.instantiate().map_err(|e| {
-                tracing::warn!(plugin = %self.data.name, error = %format!("{e:#}"), "could not start a plugin instance");
-                FailureKind::Unavailable
-            })?,
-        };
+        let mut instance = self.acquire()?;
         instance.store.set_epoch_deadline(self.deadline_ticks);
         if self.fuel_enabled
             && instance
@@ -828,7 +878,7 @@ fn mismatch() -> wasmtime::Error {
 }
 
 fn classify(error: &wasmtime::Error, state: &HostState) -> FailureKind {
-    if state.memory_exceeded() {
+    if state.grow_refused() {
         return FailureKind::Memory;
     }
     if state.overtime.timed_out() {

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod wat_plugin;
+
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
