@@ -82,6 +82,8 @@ pub const KEYS: &[&str] = &[
     "socket_ping_interval",
     "socket_ping_timeout",
     "upload_idle_timeout",
+    "upload_min_rate",
+    "http_request_timeout",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -220,9 +222,18 @@ pub struct Config {
     /// reading stops answering too.
     #[serde(with = "duration")]
     pub socket_ping_timeout: Duration,
-    /// Longest an upload may go without a byte of its file arriving before it is abandoned.
+    /// The window over which an upload's pace is judged: one that brings fewer than
+    /// `upload_min_rate` bytes per second of it (and at least one byte) abandons the upload.
     #[serde(with = "duration")]
     pub upload_idle_timeout: Duration,
+    /// Slowest an upload body may arrive, in bytes per second averaged over each
+    /// `upload_idle_timeout` window; 0 asks only for one byte per window.
+    pub upload_min_rate: u64,
+    /// Longest any other API request may take, from its head to its answer (reading a JSON
+    /// body included); past it the answer is 503 `UNAVAILABLE`. Uploads are paced instead,
+    /// and downloads and sockets are not requests that end.
+    #[serde(with = "duration")]
+    pub http_request_timeout: Duration,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -294,6 +305,8 @@ impl Default for Config {
             socket_ping_interval: Duration::from_secs(25),
             socket_ping_timeout: Duration::from_secs(20),
             upload_idle_timeout: Duration::from_secs(30),
+            upload_min_rate: 1024,
+            http_request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -489,6 +502,7 @@ impl Config {
             ("socket_ping_interval", self.socket_ping_interval),
             ("socket_ping_timeout", self.socket_ping_timeout),
             ("upload_idle_timeout", self.upload_idle_timeout),
+            ("http_request_timeout", self.http_request_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::key(key, "must be longer than zero"));

@@ -15,7 +15,7 @@ use axum::{
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::store::StoreError;
+use crate::{storage::StorageError, store::StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -54,6 +54,10 @@ pub enum AppError {
     RateLimited { retry_after: Duration },
     #[error("{0}")]
     Unavailable(String),
+    /// The disk (or object store) holding uploads is full: `INSUFFICIENT_STORAGE`, 507. Not in
+    /// the contract's list, which is silent on it; a client can tell "try later" from "too big".
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// Refused for lack of capacity (a full queue): `UNAVAILABLE` with a retry delay.
     #[error("{message}")]
     Overloaded {
@@ -80,6 +84,7 @@ pub enum ErrorCode {
     RejectedByPolicy,
     RateLimited,
     Unavailable,
+    InsufficientStorage,
     Internal,
 }
 
@@ -98,6 +103,7 @@ impl ErrorCode {
             ErrorCode::RejectedByPolicy => "REJECTED_BY_POLICY",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::InsufficientStorage => "INSUFFICIENT_STORAGE",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -116,6 +122,7 @@ impl ErrorCode {
             ErrorCode::RejectedByPolicy => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -149,6 +156,7 @@ impl AppError {
             AppError::RejectedByPolicy { .. } => ErrorCode::RejectedByPolicy,
             AppError::RateLimited { .. } => ErrorCode::RateLimited,
             AppError::Unavailable(_) | AppError::Overloaded { .. } => ErrorCode::Unavailable,
+            AppError::InsufficientStorage(_) => ErrorCode::InsufficientStorage,
             AppError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -216,6 +224,27 @@ impl IntoResponse for AppError {
             _ => {}
         }
         response
+    }
+}
+
+impl From<StorageError> for AppError {
+    /// A full disk is the operator's to fix and the client's to retry; anything else about
+    /// the bytes' storage is internal.
+    fn from(error: StorageError) -> Self {
+        match &error {
+            StorageError::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                tracing::error!(error = %io, "upload storage is full");
+                AppError::InsufficientStorage(
+                    "the server has no room for this upload now; try again later".into(),
+                )
+            }
+            _ => AppError::Internal(error.into()),
+        }
     }
 }
 

@@ -42,6 +42,9 @@ pub struct SocketClient {
     next_ack: AtomicU64,
     closed: Arc<tokio::sync::Notify>,
     closed_flag: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the server said goodbye (a Socket.IO DISCONNECT, an Engine.IO close or a
+    /// WebSocket close frame) rather than the connection just ending.
+    closed_cleanly: Arc<std::sync::atomic::AtomicBool>,
     stray_acks: Arc<AtomicU64>,
 }
 
@@ -99,6 +102,7 @@ impl SocketClient {
         let closed = Arc::new(tokio::sync::Notify::new());
         let closed_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stray_acks = Arc::new(AtomicU64::new(0));
+        let closed_cleanly = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
         tokio::spawn(async move {
             while let Some(text) = out_rx.recv().await {
@@ -113,12 +117,19 @@ impl SocketClient {
         let reader_closed = closed.clone();
         let reader_flag = closed_flag.clone();
         let reader_strays = stray_acks.clone();
+        let reader_clean = closed_cleanly.clone();
         tokio::spawn(async move {
-            while let Some(packet) = next_text(&mut stream).await {
+            let clean = loop {
+                let packet = match stream.next().await {
+                    Some(Ok(Message::Text(text))) => text.to_string(),
+                    Some(Ok(Message::Close(_))) => break true,
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => break false,
+                };
                 if packet == "2" {
                     let _ = pong.send("3".into());
                 } else if packet.starts_with("41") || packet == "1" {
-                    break;
+                    break true;
                 } else if let Some(rest) = packet.strip_prefix("43") {
                     let (id, body) = split_id(rest);
                     let args: Value = serde_json::from_str(body).unwrap_or(Value::Null);
@@ -144,7 +155,8 @@ impl SocketClient {
                         });
                     }
                 }
-            }
+            };
+            reader_clean.store(clean, Ordering::SeqCst);
             reader_flag.store(true, Ordering::SeqCst);
             reader_closed.notify_waiters();
         });
@@ -157,6 +169,7 @@ impl SocketClient {
             next_ack: AtomicU64::new(1),
             closed,
             closed_flag,
+            closed_cleanly,
             stray_acks,
         })
     }
@@ -269,6 +282,11 @@ impl SocketClient {
         {
             assert_ne!(event, name, "unexpected {name}: {data}");
         }
+    }
+
+    /// Whether the connection ended with a goodbye from the server (see `closed_within`).
+    pub fn closed_cleanly(&self) -> bool {
+        self.closed_cleanly.load(Ordering::SeqCst)
     }
 
     /// Waits until the server closes the connection; false if it stays open for `wait`.

@@ -15,6 +15,7 @@
 //! - `malformed`: malformed and oversized socket payloads.
 //! - `rest_errors`: the error codes of the REST endpoints.
 //! - `attachments`: files attached to messages.
+//! - `outage`: the database lost and found again under load (PostgreSQL).
 //! - `capacity`: a full write queue, and memberships the send path remembers.
 //! - `support`: what the sections share, starting with the cast most tests use.
 
@@ -34,6 +35,8 @@ mod malformed;
 mod membership;
 #[path = "chat/moderation.rs"]
 mod moderation;
+#[path = "chat/outage.rs"]
+mod outage;
 #[path = "chat/presence.rs"]
 mod presence;
 #[path = "chat/rest_errors.rs"]

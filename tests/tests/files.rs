@@ -11,6 +11,8 @@
 //! - `listing`: the caller's files, newest first and paged.
 //! - `quota`: the per-folder caps and the per-user quota; aborted and concurrent uploads.
 //! - `cleanup`: partial uploads and stored bytes without a row, removed by the server itself.
+//! - `pacing`: the slowest an upload may arrive, and uploads outlasting the request time limit.
+//! - `disk_full`: uploads that find no room on disk.
 //! - `tus`: resumable uploads over tus 1.0.
 //!
 //! Uploads that succeed go through reqwest's multipart form (`support`, over the shared
@@ -23,10 +25,14 @@ mod access;
 mod cleanup;
 #[path = "files/deletes.rs"]
 mod deletes;
+#[path = "files/disk_full.rs"]
+mod disk_full;
 #[path = "files/downloads.rs"]
 mod downloads;
 #[path = "files/listing.rs"]
 mod listing;
+#[path = "files/pacing.rs"]
+mod pacing;
 #[path = "files/payloads.rs"]
 mod payloads;
 #[path = "files/quota.rs"]

@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 backend_tests!(
     health_and_ready_answer,
     unknown_routes_and_methods_answer_in_the_envelope,
-    an_oversize_body_is_payload_too_large,
+    every_json_body_over_max_json_body_is_413_and_changes_nothing,
+    a_body_trickled_past_the_request_time_limit_is_answered_503_and_changes_nothing,
     metrics_count_requests_by_route_and_open_sockets,
     requests_carry_a_request_id,
     cors_allows_only_configured_origins,
@@ -56,11 +57,108 @@ async fn unknown_routes_and_methods_answer_in_the_envelope(backend: Backend) {
         .assert_error(404, "NOT_FOUND");
 }
 
-async fn an_oversize_body_is_payload_too_large(backend: Backend) {
+/// Every operation the OpenAPI document gives a JSON body, so that a route added later is
+/// covered without being listed here: its path with each `{param}` filled in.
+fn json_body_operations(spec: &Value) -> Vec<(reqwest::Method, String)> {
+    let mut found = Vec::new();
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().unwrap() {
+            if operation["requestBody"]["content"]["application/json"].is_null() {
+                continue;
+            }
+            let mut concrete = String::new();
+            for (i, piece) in path.split(['{', '}']).enumerate() {
+                // Odd pieces are parameter names; a fresh id fits each of them (the slot of
+                // `/plugins/{slot}` included: the body is refused before the slot is read).
+                concrete.push_str(if i % 2 == 1 {
+                    "0190aa6e-0000-7000-8000-000000000001"
+                } else {
+                    piece
+                });
+            }
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            found.push((method, concrete));
+        }
+    }
+    found
+}
+
+async fn every_json_body_over_max_json_body_is_413_and_changes_nothing(backend: Backend) {
     let srv = TestServer::start_with(backend, |c| c.max_json_body = 4096).await;
-    let big = json!({"email": "a@example.com", "password": "x".repeat(10_000), "name": "A"});
-    let reply = srv.client().post("/api/v1/auth/register", big).await;
-    reply.assert_error(413, "PAYLOAD_TOO_LARGE");
+    let admin = srv.admin().await;
+    srv.course().await;
+    let spec = srv.client().get("/api/openapi.json").await.body;
+    let operations = json_body_operations(&spec);
+    for expected in [
+        "/api/v1/auth/register",
+        "/api/v1/courses",
+        "/api/v1/chat/messages/0190aa6e-0000-7000-8000-000000000001",
+        "/api/v1/plugins/0190aa6e-0000-7000-8000-000000000001",
+    ] {
+        assert!(
+            operations.iter().any(|(_, path)| path == expected),
+            "{expected} is not among the JSON operations {operations:?}"
+        );
+    }
+    let courses_before = srv
+        .client()
+        .bearer(&admin.token)
+        .get("/api/v1/courses")
+        .await
+        .data();
+
+    // Valid JSON, every string field the routes know, and 5,000 bytes of padding.
+    let big = json!({
+        "email": "big@example.com", "password": "long enough password", "name": "Big",
+        "title": "Big", "description": "x".repeat(5000), "content": "hello",
+        "refreshToken": "x", "plugins": [], "clientId": "c1",
+    })
+    .to_string();
+    // An admin gets past every extractor that comes before the body (roles are the
+    // services' to check, after it).
+    let client = srv.client().bearer(&admin.token);
+    for (method, path) in &operations {
+        let sized = client
+            .send(
+                client
+                    .request(method.clone(), path)
+                    .header("content-type", "application/json")
+                    .body(big.clone()),
+            )
+            .await;
+        sized.assert_error(413, "PAYLOAD_TOO_LARGE");
+        // Without a Content-Length the limit holds as the body streams in.
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
+            .as_bytes()
+            .chunks(1000)
+            .map(|c| Ok(c.to_vec()))
+            .collect();
+        let streamed = client
+            .send(
+                client
+                    .request(method.clone(), path)
+                    .header("content-type", "application/json")
+                    .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))),
+            )
+            .await;
+        streamed.assert_error(413, "PAYLOAD_TOO_LARGE");
+    }
+    // Nothing was created or changed, and no one was signed up.
+    assert_eq!(
+        srv.client()
+            .bearer(&admin.token)
+            .get("/api/v1/courses")
+            .await
+            .data(),
+        courses_before
+    );
+    srv.client()
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": "big@example.com", "password": "long enough password"}),
+        )
+        .await
+        .assert_error(401, "UNAUTHORIZED");
     // Just under the limit is processed normally.
     let fine = srv
         .client()
@@ -70,6 +168,66 @@ async fn an_oversize_body_is_payload_too_large(backend: Backend) {
         )
         .await;
     assert_eq!(fine.status, 201, "{}", fine.body);
+}
+
+async fn a_body_trickled_past_the_request_time_limit_is_answered_503_and_changes_nothing(
+    backend: Backend,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = TestServer::start_with(backend, |c| {
+        c.http_request_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let (teacher, _) = srv.course().await;
+    let before = srv
+        .client()
+        .bearer(&teacher.token)
+        .get("/api/v1/courses")
+        .await
+        .data();
+
+    // A valid course, sent a byte every 50 ms: it would take over 10 s.
+    let body = json!({"title": "Trickled", "description": "x".repeat(150)}).to_string();
+    let stream = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST /api/v1/courses HTTP/1.1\r\nHost: lyceum\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        teacher.token,
+        body.len()
+    );
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let trickling = tokio::spawn(async move {
+        for byte in body.into_bytes() {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    // Meanwhile other requests are served.
+    assert_eq!(srv.client().get("/health").await.status, 200);
+
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(8), reader.read(&mut answer))
+        .await
+        .expect("answered before the body was complete")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains(r#""code":"UNAVAILABLE""#), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    trickling.abort();
+    assert_eq!(
+        srv.client()
+            .bearer(&teacher.token)
+            .get("/api/v1/courses")
+            .await
+            .data(),
+        before,
+        "a course was created from a request that was cut off"
+    );
 }
 
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -243,41 +401,124 @@ async fn the_openapi_document_describes_every_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_finishes_in_flight_requests_and_closes_sockets() {
-    // An expensive password hash keeps a login in flight while shutdown begins.
-    let srv = TestServer::start_with(Backend::Sqlite, |c| {
+async fn shutdown_under_load_finishes_requests_closes_sockets_cleanly_and_keeps_what_it_acked() {
+    use lyceum_tests::chat::{history, room_of};
+    // An expensive password hash keeps logins in flight while shutdown begins.
+    let mut srv = TestServer::start_with(Backend::Sqlite, |c| {
         c.argon2_memory_kib = 64 * 1024;
         c.argon2_iterations = 6;
+        c.chat_rate_per_second = 100_000.0;
+        c.chat_rate_burst = 100_000;
     })
     .await;
-    let ada = srv.register("student").await;
-    let socket = SocketClient::with_token(srv.addr, &ada.token).await;
-    let addr = srv.addr;
-    let login = {
-        let client = srv.client();
-        let body = json!({"email": ada.email, "password": ada.password});
-        tokio::spawn(async move { client.post("/api/v1/auth/login", body).await })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-    tokio::time::timeout(std::time::Duration::from_secs(10), srv.stop())
+    let (_, course) = srv.course().await;
+    let room = room_of(&course);
+    let mut students = Vec::new();
+    for _ in 0..3 {
+        let student = srv.register("student").await;
+        srv.enroll(&student, &course).await;
+        students.push(student);
+    }
+    let mut sockets = Vec::new();
+    for student in &students {
+        for _ in 0..2 {
+            let socket = std::sync::Arc::new(SocketClient::ready(srv.addr, &student.token).await);
+            let joined = socket
+                .emit_ack("chat:join_room", json!({ "roomId": room }))
+                .await;
+            assert_eq!(joined["ok"], true, "{joined}");
+            sockets.push(socket);
+        }
+    }
+    let old_addr = srv.addr;
+
+    // Every socket sends one message after another until its connection ends.
+    let senders: Vec<_> = sockets
+        .iter()
+        .enumerate()
+        .map(|(s, socket)| {
+            let (socket, room) = (socket.clone(), room.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0.. {
+                    let client_id = format!("s{s}-{i}");
+                    let body =
+                        json!({ "roomId": room, "content": client_id, "clientId": client_id });
+                    match socket
+                        .try_emit_ack("chat:send_message", body, std::time::Duration::from_secs(5))
+                        .await
+                    {
+                        Some(ack) if ack["ok"] == true => acked.push(client_id),
+                        _ => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let logins: Vec<_> = students
+        .iter()
+        .map(|student| {
+            let client = srv.client();
+            let body = json!({"email": student.email, "password": student.password});
+            tokio::spawn(async move { client.post("/api/v1/auth/login", body).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    // A graceful stop, then a start on the same data.
+    tokio::time::timeout(std::time::Duration::from_secs(20), srv.restart())
         .await
-        .expect("serve returns after shutdown")
-        .expect("serve ends without error");
-    let login = login.await.unwrap();
-    assert_eq!(
-        login.status, 200,
-        "the in-flight login was cut off: {}",
-        login.body
-    );
+        .expect("the server stops and starts again");
+    for login in logins {
+        let login = login.await.unwrap();
+        assert_eq!(
+            login.status, 200,
+            "an in-flight login was cut off: {}",
+            login.body
+        );
+    }
+    for socket in &sockets {
+        assert!(
+            socket
+                .closed_within(std::time::Duration::from_secs(2))
+                .await
+        );
+        assert!(
+            socket.closed_cleanly(),
+            "a socket was dropped without a goodbye"
+        );
+    }
     assert!(
-        socket
-            .closed_within(std::time::Duration::from_secs(2))
+        reqwest::get(format!("http://{old_addr}/health"))
             .await
+            .is_err(),
+        "the stopped server is still accepting"
     );
+    let mut acked = Vec::new();
+    for sender in senders {
+        acked.extend(sender.await.unwrap());
+    }
     assert!(
-        reqwest::get(format!("http://{addr}/health")).await.is_err(),
-        "still accepting"
+        acked.len() >= sockets.len(),
+        "too little load: {} acked",
+        acked.len()
     );
+
+    // Every message acknowledged before the stop is stored, once.
+    let history = history(&srv, &students[0], &room).await;
+    let mut stored = std::collections::HashMap::new();
+    for message in &history {
+        let client_id = message["clientId"].as_str().unwrap().to_owned();
+        *stored.entry(client_id).or_insert(0) += 1;
+    }
+    assert!(
+        stored.values().all(|&n| n == 1),
+        "a message is stored twice"
+    );
+    for client_id in &acked {
+        assert!(stored.contains_key(client_id), "acked {client_id} was lost");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,9 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     body::Bytes,
-    extract::{ConnectInfo, FromRequest, FromRequestParts, Request, rejection::BytesRejection},
-    http::{StatusCode, header, request::Parts},
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Request},
+    http::{header, request::Parts},
 };
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::{error::AppError, service::Actor, state::AppState, telemetry::RequestId};
@@ -60,10 +61,10 @@ pub fn bearer_from(headers: &axum::http::HeaderMap) -> Option<&str> {
 /// A JSON body. Errors name the field (`details.field`), with `body` for the whole body.
 pub struct Json<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = AppError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -84,9 +85,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 "expected a JSON body with Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(body_rejection)?;
+        let bytes = read_body(req, state).await?;
         parse_json(&bytes).map(Json)
     }
 }
@@ -94,13 +93,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 /// A JSON body that may be absent (an empty body reads as `T::default()`).
 pub struct OptionalJson<T>(pub T);
 
-impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
     type Rejection = AppError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(body_rejection)?;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
+        let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
@@ -108,12 +105,25 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
     }
 }
 
-fn body_rejection(rejection: BytesRejection) -> AppError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        AppError::PayloadTooLarge("the request body is too large".into())
-    } else {
-        AppError::validation("body", rejection.body_text())
+/// The body whole, refused with 413 past `max_json_body` (its own limit, read as it streams
+/// in: a `Content-Length` is not needed to refuse early).
+async fn read_body(req: Request, state: &AppState) -> Result<Bytes, AppError> {
+    let limit = usize::try_from(state.config.max_json_body).unwrap_or(usize::MAX);
+    let mut stream = req.into_body().into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            AppError::validation("body", format!("the body could not be read: {e}"))
+        })?;
+        if bytes.len() + chunk.len() > limit {
+            // The rest is drained as the body is dropped (see `super::drain`).
+            return Err(AppError::PayloadTooLarge(format!(
+                "the request body is over {limit} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
     }
+    Ok(bytes.into())
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {

@@ -6,7 +6,7 @@
 //! must come *before* `file` (or be given as query parameters): policy checks the file's
 //! first bytes before any of it is kept, and needs to know where it is going.
 
-use std::time::Duration;
+use std::pin::pin;
 
 use axum::{
     Router,
@@ -18,6 +18,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -25,6 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     extract::{AuthUser, Path, Query, bearer_from},
     file_response,
+    pace::{Pace, paced},
 };
 use crate::{
     domain::{CourseId, FileId, Folder, Page},
@@ -42,10 +44,6 @@ use crate::{
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 /// Longest value of a text field (`folder`, `courseId`).
 const MAX_TEXT_FIELD: usize = 256;
-/// How long, and how much of, the rest of a refused body is read and discarded, so that a
-/// client still sending receives the answer instead of a reset connection.
-const DRAIN_FOR: Duration = Duration::from_secs(5);
-const DRAIN_AT_MOST: usize = 64 * 1024 * 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -99,6 +97,7 @@ pub struct UploadForm {
         (status = 400, description = "VALIDATION_FAILED: missing file, unknown folder or field, field after the file"),
         (status = 403, description = "FORBIDDEN: not a member of courseId"),
         (status = 413, description = "PAYLOAD_TOO_LARGE: over the folder's cap or the quota"),
+        (status = 507, description = "INSUFFICIENT_STORAGE: the upload storage is full; nothing was stored"),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: the file policy refuses this type (details.reason)"),
         (status = 422, description = "REJECTED_BY_POLICY: the file policy refused it (details.reason)"),
     ))]
@@ -119,15 +118,9 @@ pub async fn upload(
     };
     match receive(&state, &actor, &request_id, query, &headers, &mut multipart).await {
         Ok(view) => Created(view).into_response(),
-        Err(error) => {
-            // Keep reading (and discarding) for a moment: a client still sending would
-            // otherwise see its connection reset before it reads why. The connection closes
-            // once this ends.
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(DRAIN_FOR, drain(&mut multipart)).await;
-            });
-            error.into_response()
-        }
+        // What the client is still sending is drained as the body is dropped (see
+        // `super::drain`), so that it reads this answer.
+        Err(error) => error.into_response(),
     }
 }
 
@@ -189,23 +182,9 @@ async fn receive(
                     course,
                 };
                 let mut receiving = files.begin_upload(actor, request_id, request).await?;
-                // A client that stops sending mid-file would hold the request, its temporary
-                // file and a quota reservation for as long as it kept the connection open.
-                let idle = state.config.upload_idle_timeout;
-                loop {
-                    let next = tokio::time::timeout(idle, field.chunk())
-                        .await
-                        .map_err(|_| {
-                            AppError::validation(
-                                "file",
-                                format!(
-                                    "no bytes of the file arrived for {} s; the upload was abandoned",
-                                    idle.as_secs_f64()
-                                ),
-                            )
-                        })?
-                        .map_err(malformed)?;
-                    let Some(chunk) = next else { break };
+                let mut chunks = pin!(paced(field, Pace::of(&state.config)));
+                while let Some(chunk) = chunks.next().await {
+                    let chunk = chunk.map_err(|e| e.into_app_error("file", malformed))?;
                     receiving.write(&chunk).await?;
                 }
                 upload = Some(receiving);
@@ -253,18 +232,6 @@ fn malformed(error: MultipartError) -> AppError {
         "body",
         format!("malformed multipart body: {}", error.body_text()),
     )
-}
-
-async fn drain(multipart: &mut Multipart) {
-    let mut drained = 0;
-    while let Ok(Some(mut field)) = multipart.next_field().await {
-        while let Ok(Some(chunk)) = field.chunk().await {
-            drained += chunk.len();
-            if drained > DRAIN_AT_MOST {
-                return;
-            }
-        }
-    }
 }
 
 /// The caller's files, newest first.

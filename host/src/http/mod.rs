@@ -4,12 +4,15 @@
 pub mod auth;
 pub mod chat;
 pub mod courses;
+pub mod deadline;
 pub mod docs;
+pub mod drain;
 pub mod extract;
 pub mod file_response;
 pub mod files;
 pub mod headers;
 pub mod ops;
+pub mod pace;
 pub mod plugins;
 pub mod range;
 pub mod server;
@@ -65,6 +68,10 @@ pub fn router(state: AppState) -> Router {
         .merge(docs::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            deadline::limit,
+        ))
         .layer(middleware::from_fn(telemetry::track_http))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state);
@@ -91,6 +98,7 @@ fn with_middleware(routes: Router, cors: &[String]) -> Router {
         ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
             .map_request(drop_unfit_request_id)
+            .map_request(drain::drain_unread)
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let id = request

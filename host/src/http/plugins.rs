@@ -1,6 +1,8 @@
 //! `/plugins`: the operators' side of the policy plugins (admin only) — slots, modules,
 //! revisions, rollback, shadow candidates and the decision audit.
 
+use std::pin::pin;
+
 use axum::{
     Router,
     extract::{
@@ -11,10 +13,14 @@ use axum::{
     routing::{get, post, put},
 };
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::extract::{AuthUser, Json, Path, Query};
+use super::{
+    extract::{AuthUser, Json, Path, Query},
+    pace::{Pace, paced},
+};
 use crate::{
     domain::{DecisionQuery, Page, PluginDecision, PluginModule, PluginRevision},
     error::{ApiJson, AppError, AppResult},
@@ -252,11 +258,13 @@ async fn receive_module(
     };
     let max = state.plugins.max_module_bytes();
     let (mut file, mut name) = (None, None);
-    while let Some(mut field) = multipart.next_field().await.map_err(malformed)? {
+    while let Some(field) = multipart.next_field().await.map_err(malformed)? {
         match field.name().unwrap_or_default() {
             "file" => {
                 let mut bytes = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+                let mut chunks = pin!(paced(field, Pace::of(&state.config)));
+                while let Some(chunk) = chunks.next().await {
+                    let chunk = chunk.map_err(|e| e.into_app_error("file", malformed))?;
                     if (bytes.len() + chunk.len()) as u64 > max {
                         return Err(AppError::PayloadTooLarge(format!(
                             "a plugin module may be at most {max} bytes"

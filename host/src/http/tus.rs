@@ -4,6 +4,8 @@
 //! `folder` and `courseId`. When the last byte arrives the file exists, and the PATCH answer
 //! names it in `Lyceum-File-Id`.
 
+use std::pin::pin;
+
 use axum::{
     Router,
     body::Body,
@@ -18,7 +20,10 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::extract::{AuthUser, Path};
+use super::{
+    extract::{AuthUser, Path},
+    pace::{Pace, paced},
+};
 use crate::{
     domain::{CourseId, Folder},
     error::{AppError, AppResult},
@@ -155,6 +160,7 @@ pub async fn progress(
     responses((status = 204, description = "`Upload-Offset`; `Lyceum-File-Id` when this completed the file"),
         (status = 409, description = "CONFLICT: wrong offset, or another append in progress"),
         (status = 413, description = "PAYLOAD_TOO_LARGE"), (status = 415, description = "UNSUPPORTED_MEDIA_TYPE"),
+        (status = 507, description = "INSUFFICIENT_STORAGE: the upload storage is full; the upload is discarded"),
         (status = 422, description = "REJECTED_BY_POLICY")))]
 pub async fn append(
     State(state): State<AppState>,
@@ -175,31 +181,12 @@ pub async fn append(
     }
     let offset = number(&headers, &UPLOAD_OFFSET)?
         .ok_or_else(|| AppError::validation("Upload-Offset", "required"))?;
-    let body = until_idle(body, state.config.upload_idle_timeout);
+    // A client whose connection died without a close would otherwise hold the append, and
+    // the upload's lock, for good: its retry from a new connection would be refused as a
+    // concurrent append.
+    let body = pin!(paced(body.into_data_stream(), Pace::of(&state.config)));
     let progress = state.resumable.append(&actor, id, offset, body).await?;
     Ok(progress_response(StatusCode::NO_CONTENT, &progress))
-}
-
-/// The body's chunks, ending in an error once none has arrived for `idle`. A client whose
-/// connection died without a close would otherwise hold the append, and the upload's lock,
-/// for good: its retry from a new connection would be refused as a concurrent append.
-fn until_idle(
-    body: Body,
-    idle: std::time::Duration,
-) -> impl futures::Stream<Item = Result<axum::body::Bytes, String>> + Unpin {
-    use futures::StreamExt;
-    Box::pin(futures::stream::unfold(
-        Some(body.into_data_stream()),
-        move |stream| async move {
-            let mut stream = stream?;
-            match tokio::time::timeout(idle, stream.next()).await {
-                Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(stream))),
-                Ok(Some(Err(error))) => Some((Err(error.to_string()), None)),
-                Ok(None) => None,
-                Err(_) => Some((Err(format!("no bytes for {idle:?}")), None)),
-            }
-        },
-    ))
 }
 
 /// Abandon an upload (tus termination); its bytes are removed.

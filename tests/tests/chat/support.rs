@@ -7,13 +7,15 @@ use std::{collections::HashSet, time::Duration};
 use lyceum::config::Config;
 use lyceum_tests::{
     Account, Backend, Reply, TestServer,
-    chat::{messages_path, post_message, room_of},
+    chat::{post_message, room_of},
     check::{api, as_client, assert_keys, id_of},
     socket::SocketClient,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+pub use lyceum_tests::chat::{history, pages};
 
 /// How long an expected event may take.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -199,42 +201,6 @@ pub async fn posted(srv: &TestServer, who: &Account, room: &str, content: &str) 
     .await;
     assert_eq!(reply.status, 201, "send: {}", reply.body);
     reply.data()
-}
-
-/// Walks a room's history with `?limit=` and `?before=`, checking each page's cursor.
-pub async fn pages(srv: &TestServer, who: &Account, room: &str, limit: u32) -> Vec<Vec<Value>> {
-    let mut pages = Vec::new();
-    let mut before: Option<String> = None;
-    loop {
-        let mut path = format!("{}?limit={limit}", messages_path(room));
-        if let Some(before) = &before {
-            path.push_str(&format!("&before={before}"));
-        }
-        let data = as_client(srv, who).get(&path).await.data();
-        let items = data["items"].as_array().expect("items").clone();
-        assert!(items.len() <= limit as usize, "page over its limit");
-        let next = data["nextCursor"].as_str().map(str::to_owned);
-        let last = items.last().map(|v| id_of(v).to_owned());
-        pages.push(items);
-        match next {
-            Some(next) => {
-                assert_eq!(
-                    Some(&next),
-                    last.as_ref(),
-                    "nextCursor is the id of the page's oldest item"
-                );
-                before = Some(next);
-            }
-            None => break,
-        }
-        assert!(pages.len() < 10_000, "paging never ends");
-    }
-    pages
-}
-
-/// A room's whole history, newest first.
-pub async fn history(srv: &TestServer, who: &Account, room: &str) -> Vec<Value> {
-    pages(srv, who, room, 100).await.concat()
 }
 
 #[track_caller]

@@ -99,6 +99,16 @@ pub async fn upload_raw_body(srv: &TestServer, who: &Account, body: Vec<u8>) -> 
         .await
 }
 
+/// `bytes` as a request body sent `piece` bytes at a time, one piece every `every`.
+pub fn paced_body(bytes: &[u8], piece: usize, every: Duration) -> reqwest::Body {
+    use futures::StreamExt;
+    let pieces: Vec<Vec<u8>> = bytes.chunks(piece).map(<[u8]>::to_vec).collect();
+    reqwest::Body::wrap_stream(futures::stream::iter(pieces).then(move |piece| async move {
+        tokio::time::sleep(every).await;
+        Ok::<_, std::io::Error>(piece)
+    }))
+}
+
 /// The head of the `file` part: everything before its bytes.
 pub fn file_part_head(filename: &str, mime: &str) -> Vec<u8> {
     format!(

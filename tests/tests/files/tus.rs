@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::{
     payloads::{elf, mp4},
-    support::{assert_disk_holds_only, get_file, start, start_with},
+    support::{assert_disk_holds_only, get_file, paced_body, start, start_with},
 };
 
 backend_tests!(
@@ -17,6 +17,7 @@ backend_tests!(
     appends_must_continue_where_the_upload_stands,
     a_broken_off_append_keeps_what_arrived_and_the_upload_resumes,
     a_stalled_append_gives_the_upload_back_after_the_idle_timeout,
+    an_append_slower_than_the_request_time_limit_lands_while_it_keeps_the_minimum_rate,
     the_validation_slot_and_the_caps_apply_to_resumable_uploads,
     uploads_belong_to_their_creator_and_can_be_terminated,
     the_protocol_version_and_content_type_are_required,
@@ -246,6 +247,38 @@ async fn a_stalled_append_gives_the_upload_back_after_the_idle_timeout(backend: 
     .await;
     assert!(resumed.is_ok(), "the stalled append still holds the upload");
     drop(stalled);
+}
+
+async fn an_append_slower_than_the_request_time_limit_lands_while_it_keeps_the_minimum_rate(
+    backend: Backend,
+) {
+    let srv = start_with(backend, |c| {
+        c.http_request_timeout = std::time::Duration::from_secs(1);
+        c.upload_idle_timeout = std::time::Duration::from_secs(1);
+        c.upload_min_rate = 1024;
+    })
+    .await;
+    let who = srv.register("student").await;
+    let video: Vec<u8> = mp4(5).into_iter().cycle().take(160 * 1024).collect();
+    let at = created(&srv, &who, video.len(), &video_meta()).await;
+    // 8 KiB every 150 ms: about three seconds for the whole video in one PATCH.
+    let client = as_client(&srv, &who);
+    let reply = client
+        .send(
+            tus(&client, Method::PATCH, &at)
+                .header("Upload-Offset", "0")
+                .header("Content-Type", "application/offset+octet-stream")
+                .body(paced_body(
+                    &video,
+                    8 * 1024,
+                    std::time::Duration::from_millis(150),
+                )),
+        )
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.text);
+    let id = reply.headers["lyceum-file-id"].to_str().unwrap().to_owned();
+    let file = get_file(&srv, &who, &id).await.data();
+    assert_eq!(file["sha256"], sha256_hex(&video).as_str());
 }
 
 async fn the_validation_slot_and_the_caps_apply_to_resumable_uploads(backend: Backend) {

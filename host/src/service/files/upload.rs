@@ -181,7 +181,7 @@ impl Upload {
             unreachable!("the body has started")
         };
         let mut body = *body;
-        body.temp.sync().await.map_err(AppError::internal)?;
+        body.temp.sync().await?;
         let sha256 = hex::encode(body.hasher.finalize_reset());
         let verdict = self
             .files
@@ -250,7 +250,7 @@ impl Upload {
                 Ok(self.files.links.view(&record))
             }
             (Ok(FileInsert::OverQuota { used }), _) => Err(over_quota(quota.saturating_sub(used))),
-            (Ok(FileInsert::PublishFailed(e)), _) => Err(AppError::internal(e)),
+            (Ok(FileInsert::PublishFailed(e)), _) => Err(e.into()),
             (Err(e), _) => Err(e.into()),
         }
     }
@@ -295,12 +295,7 @@ impl Upload {
         {
             return Err(cap.exceeded(folder));
         }
-        let temp = self
-            .files
-            .blobs
-            .create_temp()
-            .await
-            .map_err(AppError::internal)?;
+        let temp = self.files.blobs.create_temp().await?;
         let mut body = Body {
             temp,
             hasher: Sha256::new(),
@@ -356,7 +351,7 @@ impl Body {
             .exceeded(self.folder));
         }
         self.hasher.update(chunk);
-        self.temp.write(chunk).await.map_err(AppError::internal)
+        self.temp.write(chunk).await.map_err(AppError::from)
     }
 }
 
