@@ -785,6 +785,39 @@ fn a_call_that_waits_its_whole_deadline_for_a_slot_fails_as_busy_and_trips_no_br
     assert_eq!(say(&engine, "hello").unwrap(), ModerationDecision::allow());
 }
 
+#[test]
+fn a_call_on_an_async_worker_fails_as_busy_at_once_instead_of_waiting_for_a_slot() {
+    let store = HeldStore::new();
+    let engine = held_engine(&store, 5_000);
+    let holders = hold_every_slot(&engine, &store);
+    // The default call mode runs a fast chain on the caller's thread: an async worker that
+    // other tasks share, which must not sleep for five seconds.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let failure = runtime
+        .block_on(engine.moderate(&ctx(Role::Student), &ModerationInput::send("room-1", "hi")))
+        .unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Busy, "{failure}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the worker waited {:?}",
+        started.elapsed()
+    );
+
+    store.open();
+    for holder in holders {
+        assert_eq!(
+            holder.join().unwrap().0.unwrap(),
+            ModerationDecision::allow()
+        );
+    }
+    // Off the async worker, a call still waits its turn.
+    assert_eq!(say(&engine, "hello").unwrap(), ModerationDecision::allow());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_concurrent_calls_each_get_an_answer_and_the_engine_keeps_serving() {
     const CALLS: usize = 2_000;

@@ -697,7 +697,7 @@ impl PolicyEngine {
         input: &ModerationInput,
     ) -> Result<ModerationDecision, PolicyFailure> {
         if self.inline(Slot::Chat) {
-            return self.moderate_blocking(ctx, input);
+            return crate::wasm::on_async_worker(|| self.moderate_blocking(ctx, input));
         }
         let (engine, ctx, input) = (self.clone(), ctx.clone(), input.clone());
         off_worker(Slot::Chat, move || engine.moderate_blocking(&ctx, &input)).await
@@ -728,7 +728,7 @@ impl PolicyEngine {
         input: &FilePrecheck,
     ) -> Result<FileVerdict, PolicyFailure> {
         if self.inline(Slot::Files) {
-            return self.precheck_file_blocking(ctx, input);
+            return crate::wasm::on_async_worker(|| self.precheck_file_blocking(ctx, input));
         }
         let (engine, ctx, input) = (self.clone(), ctx.clone(), input.clone());
         off_worker(Slot::Files, move || {
@@ -760,7 +760,7 @@ impl PolicyEngine {
         input: &FileFinish,
     ) -> Result<FileVerdict, PolicyFailure> {
         if self.inline(Slot::Files) {
-            return self.finish_file_blocking(ctx, input);
+            return crate::wasm::on_async_worker(|| self.finish_file_blocking(ctx, input));
         }
         let (engine, ctx, input) = (self.clone(), ctx.clone(), input.clone());
         off_worker(Slot::Files, move || {
@@ -792,7 +792,7 @@ impl PolicyEngine {
         input: &JoinCheck,
     ) -> Result<JoinVerdict, PolicyFailure> {
         if self.inline(Slot::Signaling) {
-            return self.check_join_blocking(ctx, input);
+            return crate::wasm::on_async_worker(|| self.check_join_blocking(ctx, input));
         }
         let (engine, ctx, input) = (self.clone(), ctx.clone(), input.clone());
         off_worker(Slot::Signaling, move || {
@@ -830,7 +830,7 @@ impl PolicyEngine {
         input: &SignalCheck,
     ) -> Result<SignalVerdict, PolicyFailure> {
         if self.inline(Slot::Signaling) {
-            return self.check_signal_blocking(ctx, input);
+            return crate::wasm::on_async_worker(|| self.check_signal_blocking(ctx, input));
         }
         let (engine, ctx, input) = (self.clone(), ctx.clone(), input.clone());
         off_worker(Slot::Signaling, move || {

@@ -12,6 +12,8 @@ mod limits_tests;
 pub(crate) mod since_v0_1_0;
 mod slots;
 
+pub(crate) use slots::on_async_worker;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -656,7 +658,8 @@ impl ComponentPlugin {
     }
 
     /// An idle instance, or a new one. When every slot of the engine is taken the call
-    /// waits, up to its deadline, for one to be released or freed, then fails as busy.
+    /// waits, up to its deadline, for one to be released or freed, then fails as busy; on
+    /// an async worker it fails as busy at once.
     fn acquire(&self) -> Result<Instance, FailureKind> {
         let give_up = Instant::now() + self.limits.deadline;
         loop {
@@ -672,7 +675,7 @@ impl ComponentPlugin {
             match self.instantiate() {
                 Ok(instance) => return Ok(instance),
                 Err(e) if slots::exhausted(&e) => {
-                    if !self.gate.wait(ticket, give_up) {
+                    if !slots::may_wait() || !self.gate.wait(ticket, give_up) {
                         if self.busy_warning.allow() {
                             tracing::warn!(plugin = %self.data.name, error = %format!("{e:#}"), "every plugin instance slot stayed taken for a call's deadline; such calls fail as busy (raise engine.max_instances if this lasts)");
                         }

@@ -5,6 +5,7 @@
 //! failure mode applies, and the plugin's circuit is left alone since the plugin did
 //! nothing wrong.
 
+use std::cell::Cell;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,29 @@ impl SlotGate {
         *lock(&self.generation) += 1;
         self.changed.notify_one();
     }
+}
+
+thread_local! {
+    /// Set while a call runs on an async worker thread (see [`on_async_worker`]).
+    static NO_WAITING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `call` where it must not sleep — an async worker, which other tasks share: a call in
+/// it that finds every slot taken fails as busy at once instead of waiting for one.
+pub(crate) fn on_async_worker<T>(call: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            NO_WAITING.set(self.0);
+        }
+    }
+    let _restore = Restore(NO_WAITING.replace(true));
+    call()
+}
+
+/// Whether a call on this thread may wait for a slot.
+pub(crate) fn may_wait() -> bool {
+    !NO_WAITING.get()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
