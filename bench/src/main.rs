@@ -9,10 +9,13 @@
 //! - [`protocol`]: Engine.IO / Socket.IO text framing, parsed without building JSON trees.
 //! - [`conn`]: one WebSocket connection driven by one task, bound to a chosen source address.
 //! - [`traffic`]: the message engine (tags, pacing, acknowledgements, delivery accounting).
-//! - [`scenario`]: `fanout`/`ingest`, `idle`, `signaling`, `upload`, `signup`, and what they share.
+//! - [`scenario`]: `fanout`/`ingest`, `idle`, `signaling`, `upload`, `signup`, `soak`, and what
+//!   they share.
+//! - [`alarm`]: the soak's alarm thresholds (PASS/FAIL) and its memory trend.
 //! - [`server`]: starting or attaching to the server; `/proc`, rlimits, CPU affinity.
 //! - [`api`]: provisioning over the REST API. [`stats`], [`bitset`], [`report`]: the numbers.
 
+mod alarm;
 mod api;
 mod bitset;
 mod conn;
@@ -41,6 +44,7 @@ use crate::{
         idle::IdleArgs,
         signaling::SignalingArgs,
         signup::SignupArgs,
+        soak::SoakArgs,
         upload::UploadArgs,
     },
     server::{Database, Server, SpawnSpec},
@@ -129,6 +133,8 @@ enum Scenario {
     Upload(UploadArgs),
     /// Registrations against the server's default password hashing.
     Signup(SignupArgs),
+    /// Chat, signaling and uploads at once for minutes, judged against alarm thresholds.
+    Soak(SoakArgs),
 }
 
 impl Scenario {
@@ -140,6 +146,7 @@ impl Scenario {
             Scenario::Signaling(_) => "signaling",
             Scenario::Upload(_) => "upload",
             Scenario::Signup(_) => "signup",
+            Scenario::Soak(_) => "soak",
         }
     }
 
@@ -151,6 +158,7 @@ impl Scenario {
             Scenario::Signaling(a) => a.validate(),
             Scenario::Upload(a) => a.validate(),
             Scenario::Signup(a) => a.validate(),
+            Scenario::Soak(a) => a.validate(),
         }
     }
 
@@ -163,6 +171,8 @@ impl Scenario {
             Scenario::Signaling(a) => 2 * a.pairs,
             Scenario::Upload(a) => a.concurrency,
             Scenario::Signup(a) => a.concurrency,
+            // Plus the uploads' HTTP connections, which overlap when the server is slow.
+            Scenario::Soak(a) => a.connections() + 64,
         }) as u64
     }
 
@@ -173,6 +183,7 @@ impl Scenario {
             Scenario::Ingest(a) => a.load.budget(),
             Scenario::Signaling(a) => a.load.budget(),
             Scenario::Idle(a) => Duration::from_secs_f64(a.hold + 10.0),
+            Scenario::Soak(a) => a.budget(),
             Scenario::Upload(_) | Scenario::Signup(_) => Duration::ZERO,
         }
     }
@@ -185,6 +196,7 @@ impl Scenario {
             Scenario::Signaling(a) => serde_json::to_value(a),
             Scenario::Upload(a) => serde_json::to_value(a),
             Scenario::Signup(a) => serde_json::to_value(a),
+            Scenario::Soak(a) => serde_json::to_value(a),
         };
         args.unwrap_or_default()
     }
@@ -201,6 +213,7 @@ impl Scenario {
             Scenario::Signaling(a) => scenario::signaling::signaling(env, a).await,
             Scenario::Upload(a) => scenario::upload::upload(env, a, spawned).await,
             Scenario::Signup(a) => scenario::signup::signup(env, a).await,
+            Scenario::Soak(a) => scenario::soak::soak(env, a).await,
         }
     }
 }
@@ -343,7 +356,7 @@ fn start(cli: Cli) -> anyhow::Result<ExitCode> {
         None => println!("{text}"),
     }
     eprint!("{}", report.human());
-    Ok(if report.errors.is_empty() {
+    Ok(if report.errors.is_empty() && !report.alarm_failed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -405,6 +418,7 @@ async fn run_all(
         runs: Vec::new(),
         warnings,
         errors: Vec::new(),
+        alarms: Vec::new(),
     };
     let deadline = match common.deadline {
         Some(seconds) => Duration::from_secs_f64(seconds),
@@ -432,6 +446,7 @@ async fn run_all(
             client_cores: cores,
             read_buffer: common.read_buffer as usize,
             warnings: Vec::new(),
+            alarms: Vec::new(),
         };
         let spawned = matches!(target, Target::Spawn(_));
         let outcome = tokio::select! {
@@ -446,6 +461,9 @@ async fn run_all(
         report
             .warnings
             .extend(env.warnings.into_iter().map(|w| format!("run {run}: {w}")));
+        report
+            .alarms
+            .extend(env.alarms.into_iter().map(|check| (run, check)));
         match outcome {
             Ok((figures, setup)) => {
                 if let Some(runs) = report.setup["runs"].as_array_mut() {
@@ -561,6 +579,18 @@ mod tests {
                 "offer",
             ],
             vec!["lyceum-bench", "upload", "--size", "1M", "--count", "2"],
+            vec![
+                "lyceum-bench",
+                "soak",
+                "--sockets",
+                "40",
+                "--rooms",
+                "4",
+                "--duration",
+                "60",
+                "--upload-size",
+                "64K",
+            ],
             vec![
                 "lyceum-bench",
                 "signup",

@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value, json};
 
-use crate::stats::{Histogram, median};
+use crate::{
+    alarm::Check,
+    stats::{Histogram, median},
+};
 
 /// The figures of one run, in the order they were set.
 #[derive(Clone, Debug, Default)]
@@ -70,9 +73,16 @@ pub struct Report {
     pub runs: Vec<Figures>,
     pub warnings: Vec<String>,
     pub errors: Vec<String>,
+    /// Alarm verdicts by run number (`soak`).
+    pub alarms: Vec<(usize, Check)>,
 }
 
 impl Report {
+    /// True when an alarm of any run failed.
+    pub fn alarm_failed(&self) -> bool {
+        self.alarms.iter().any(|(_, check)| check.failed())
+    }
+
     /// Every figure that appears in any run, in first-seen order.
     fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = Vec::new();
@@ -107,7 +117,7 @@ impl Report {
     }
 
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut out = json!({
             "scenario": self.scenario,
             "params": self.params,
             "setup": self.setup,
@@ -115,7 +125,19 @@ impl Report {
             "median": self.medians().to_json(),
             "warnings": self.warnings,
             "errors": self.errors,
-        })
+        });
+        if !self.alarms.is_empty() {
+            out["alarms"] = self
+                .alarms
+                .iter()
+                .map(|(run, check)| {
+                    let mut v = check.to_json();
+                    v["run"] = json!(run);
+                    v
+                })
+                .collect();
+        }
+        out
     }
 
     /// A table: one row per figure, one column per run, then the median.
@@ -146,6 +168,13 @@ impl Report {
         }
         for warning in &self.warnings {
             let _ = writeln!(out, "WARNING: {warning}");
+        }
+        for (run, check) in &self.alarms {
+            if self.runs.len() > 1 {
+                let _ = writeln!(out, "run {run}: {}", check.line());
+            } else {
+                let _ = writeln!(out, "{}", check.line());
+            }
         }
         for error in &self.errors {
             let _ = writeln!(out, "ERROR: {error}");
@@ -186,6 +215,7 @@ mod tests {
             runs: vec![a, b, c],
             warnings: vec![],
             errors: vec![],
+            alarms: vec![],
         };
         let m = report.medians();
         assert_eq!(m.get("sent"), Some(20.0));

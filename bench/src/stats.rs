@@ -95,6 +95,45 @@ impl Histogram {
     }
 }
 
+impl Histogram {
+    /// Every bucket's count now, for [`Histogram::percentile_between`].
+    pub fn snapshot(&self) -> Vec<u64> {
+        self.buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The nearest-rank `pct` percentile of the values recorded between two snapshots
+    /// (the middle of its bucket, kept within the recorded maximum; exact below 256);
+    /// `None` when nothing was recorded between them.
+    pub fn percentile_between(&self, earlier: &[u64], later: &[u64], pct: f64) -> Option<u64> {
+        // A missing earlier count is zero: an empty snapshot is the histogram's start.
+        let counts = || {
+            later
+                .iter()
+                .enumerate()
+                .map(|(i, after)| after.saturating_sub(earlier.get(i).copied().unwrap_or(0)))
+        };
+        let count: u64 = counts().sum();
+        if count == 0 {
+            return None;
+        }
+        let rank = ((pct / 100.0) * count as f64)
+            .ceil()
+            .clamp(1.0, count as f64) as u64;
+        let mut seen = 0;
+        for (bucket, n) in counts().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let (low, high) = bounds_of(bucket);
+                return Some((low + (high - low) / 2).min(self.max.load(Ordering::Relaxed)));
+            }
+        }
+        None
+    }
+}
+
 /// The median of `values` (the mean of the two middle ones for an even count); `None`
 /// when empty. NaN values (a figure a run could not measure) are left out.
 pub fn median(values: &[f64]) -> Option<f64> {
@@ -174,6 +213,26 @@ mod tests {
             );
         }
         assert_eq!(h.max(), values.last().copied());
+    }
+
+    #[test]
+    fn percentiles_between_snapshots_see_only_what_came_between() {
+        let h = Histogram::default();
+        for v in [1, 2, 3] {
+            h.record(v);
+        }
+        let a = h.snapshot();
+        for v in [100, 200, 250] {
+            h.record(v);
+        }
+        let b = h.snapshot();
+        assert_eq!(h.percentile_between(&a, &b, 0.0), Some(100));
+        assert_eq!(h.percentile_between(&a, &b, 50.0), Some(200));
+        assert_eq!(h.percentile_between(&a, &b, 100.0), Some(250));
+        assert_eq!(h.percentile_between(&b, &b, 50.0), None);
+        // The whole history, from an empty start.
+        assert_eq!(h.percentile_between(&[], &b, 0.0), Some(1));
+        assert_eq!(h.percentile_between(&[], &a, 100.0), Some(3));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod idle;
 pub mod load;
 pub mod signaling;
 pub mod signup;
+pub mod soak;
 pub mod upload;
 
 use std::{
@@ -44,6 +45,8 @@ pub struct Env {
     pub read_buffer: usize,
     /// Warnings for the report.
     pub warnings: Vec<String>,
+    /// Alarm verdicts (`soak`); a failed one fails the run's exit status.
+    pub alarms: Vec<crate::alarm::Check>,
 }
 
 impl Env {
