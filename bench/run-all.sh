@@ -36,8 +36,8 @@ run idle-20000 idle --sockets 19500 --room-size 50 --users 9750 --hold 5
 run signup signup --count 1000 --concurrency 16
 run signaling --repeat "$REPEAT" signaling --pairs 50 --rate 2000 --duration 10
 run upload --repeat "$REPEAT" upload --size 256M --count 4 --concurrency 2
-# Bounded soak (about 3 minutes with set-up): chat, signaling and uploads at once; exits 1
-# when one of its alarms fails.
+# Bounded soak (about 3.2 minutes: 60 s warm-up, 120 s measured): chat, signaling and uploads
+# at once; exits 1 when one of its alarms fails.
 run soak soak --duration 120
 
 if [ -n "${LYCEUM_TEST_DATABASE_URL:-}" ]; then
